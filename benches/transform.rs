@@ -1,0 +1,121 @@
+//! The transform's speed: event bytes -> parsed event -> subscriptions, mapping,
+//! validation, actions -> encoded Mixpanel request bodies, on the events of the
+//! conformance fixture with their own settings and subscriptions.
+//!
+//! In the same run it measures the ceiling: `serde_json` parse + serialize of the
+//! same event bytes, and prints transform/ceiling. Run: `cargo bench --bench transform`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use mixpanel_actions::destination::{self, Destination};
+use mixpanel_actions::mapping::schema::Mode;
+use mixpanel_actions::mixpanel::Settings;
+use mixpanel_actions::preview;
+use serde_json::Value;
+
+const FIXTURE: &str = include_str!("../tests/fixtures/conformance.jsonl");
+
+struct Work {
+    destination: Destination,
+    /// The event as the bytes a sender would post.
+    event: String,
+}
+
+fn workload() -> Vec<Work> {
+    let mut out = Vec::new();
+    for line in FIXTURE.lines() {
+        let Ok(case) = preview::parse_case(line) else { continue };
+        let Ok(settings) = Settings::from_reference(&case.settings, false) else {
+            continue;
+        };
+        let subscriptions = match &case.subscriptions {
+            Some(c) => destination::load_subscriptions_lenient(c).0,
+            None => destination::presets(),
+        };
+        let destination = Destination {
+            settings,
+            subscriptions,
+        };
+        let events = case
+            .events
+            .clone()
+            .or_else(|| case.event.clone().map(|e| vec![e]))
+            .unwrap_or_default();
+        for event in events {
+            if let Ok(text) = serde_json::to_string(&event) {
+                out.push(Work {
+                    destination: destination.clone(),
+                    event: text,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn transform(work: &[Work]) -> usize {
+    let mut bytes = 0;
+    for w in work {
+        let Ok(event) = serde_json::from_str::<Value>(&w.event) else {
+            continue;
+        };
+        let events = [event];
+        let outcome = w.destination.process(&events, Mode::Single, 1_700_000_000_000);
+        for r in outcome.requests(&w.destination, Mode::Single, true) {
+            bytes += r.request.body.encode().len();
+        }
+    }
+    bytes
+}
+
+fn ceiling(work: &[Work]) -> usize {
+    let mut bytes = 0;
+    for w in work {
+        let Ok(event) = serde_json::from_str::<Value>(&w.event) else {
+            continue;
+        };
+        bytes += serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
+    }
+    bytes
+}
+
+/// Events per second of `f` over `work`, measured for about `budget`.
+fn rate(work: &[Work], budget: Duration, f: fn(&[Work]) -> usize) -> f64 {
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < budget {
+        black_box(f(black_box(work)));
+        rounds += 1;
+    }
+    (rounds as f64 * work.len() as f64) / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let work = workload();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
+    let mut group = c.benchmark_group("events");
+    group.throughput(Throughput::Elements(work.len() as u64));
+    group.bench_function("transform", |b| b.iter(|| transform(black_box(&work))));
+    group.bench_function("ceiling_parse_serialize", |b| b.iter(|| ceiling(black_box(&work))));
+    group.finish();
+    c.final_summary();
+
+    // Side by side, interleaved, so machine noise hits both alike.
+    let (mut t, mut s) = (0.0, 0.0);
+    for _ in 0..3 {
+        t += rate(&work, Duration::from_millis(700), transform);
+        s += rate(&work, Duration::from_millis(700), ceiling);
+    }
+    let (t, s) = (t / 3.0, s / 3.0);
+    println!(
+        "transform: {:.0} events/s per core; ceiling (serde_json parse + serialize): {:.0} events/s; ratio {:.1}%  ({} events)",
+        t,
+        s,
+        100.0 * t / s,
+        work.len()
+    );
+}

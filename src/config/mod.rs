@@ -1,0 +1,419 @@
+//! Configuration: raw settings from a file plus environment overrides, validated
+//! into the types the server runs on ("parse, don't validate").
+//!
+//! Sources, later ones winning: the file (TOML, YAML or JSON by extension), then
+//! environment variables `MIXPANEL_ACTIONS__<KEY>__<SUBKEY>` (e.g.
+//! `MIXPANEL_ACTIONS__LISTEN`, `MIXPANEL_ACTIONS__ADMIN_TOKEN`). Per destination,
+//! `project_token_env` / `api_secret_env` / `write_keys_env` name variables that
+//! hold secrets, so secrets need not be in the file.
+//!
+//! [`load`] reports every problem at once, each with its location
+//! (`destinations[1].api_region: ...`); secrets never appear in messages.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::destination::{self, Destination, SubscriptionConfig};
+use crate::mixpanel::{ImportAuth, Region, Settings};
+
+/// The configuration file used when none is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "MIXPANEL_ACTIONS";
+
+/// The file's shape.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub destinations: Vec<RawDestination>,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+
+/// Ingest limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Largest single event (Segment: 32 KB).
+    pub max_event_bytes: ByteSize,
+    /// Largest request body after decompression (Segment: 500 KB).
+    pub max_request_bytes: ByteSize,
+    /// Deepest JSON nesting accepted in a request.
+    pub max_nesting_depth: usize,
+    /// Most events in one batch request.
+    pub max_batch_events: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_event_bytes: ByteSize::kib(32),
+            max_request_bytes: ByteSize::kb(500),
+            max_nesting_depth: 64,
+            max_batch_events: 2500,
+        }
+    }
+}
+
+/// Delivery to Mixpanel.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelivery {
+    /// Per-request timeout to Mixpanel.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Total time spent retrying one request before giving up.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// First backoff delay (doubles each attempt, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Largest backoff delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            request_timeout: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One destination as written in the file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub id: String,
+    #[serde(default)]
+    pub write_keys: Vec<String>,
+    #[serde(default)]
+    pub write_keys_env: Option<String>,
+    #[serde(default)]
+    pub project_token: Option<String>,
+    #[serde(default)]
+    pub project_token_env: Option<String>,
+    #[serde(default)]
+    pub api_secret: Option<String>,
+    #[serde(default)]
+    pub api_secret_env: Option<String>,
+    /// `"secret"` (default: API secret when set, else token), `"project_token"`, or
+    /// `"service_account"` (with the three `service_account_*` keys).
+    #[serde(default)]
+    pub import_auth: Option<String>,
+    #[serde(default)]
+    pub service_account_username: Option<String>,
+    #[serde(default)]
+    pub service_account_secret: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub api_region: Option<String>,
+    #[serde(default)]
+    pub source_name: Option<String>,
+    #[serde(default = "yes")]
+    pub strict_mode: bool,
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    #[serde(default)]
+    pub subscriptions: Option<Vec<SubscriptionConfig>>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    #[serde(default)]
+    pub max_batch_bytes: Option<ByteSize>,
+    #[serde(default = "yes")]
+    pub gzip: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A validated destination.
+#[derive(Clone, Debug)]
+pub struct DestinationConfig {
+    pub id: String,
+    /// Write keys routed here; `"*"` accepts any non-empty key. `write_keys_env`,
+    /// when that variable is set, replaces the file's list.
+    pub write_keys: Vec<SecretString>,
+    pub destination: Destination,
+    /// No project token: log what would be sent instead of sending.
+    pub dry_run: bool,
+    pub batch_size: usize,
+    pub max_batch_bytes: usize,
+    pub gzip: bool,
+}
+
+/// Validated limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_nesting_depth: usize,
+    pub max_batch_events: usize,
+}
+
+/// The validated configuration the server runs on.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub listen: SocketAddr,
+    pub admin_token: Option<SecretString>,
+    pub limits: Limits,
+    pub delivery: RawDelivery,
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> ConfigError {
+        ConfigError {
+            problems: vec![problem],
+        }
+    }
+}
+
+/// Largest `/import` request body Mixpanel accepts (uncompressed).
+pub const MAX_IMPORT_BYTES: usize = 10 * 1024 * 1024;
+
+/// Reads the file and the environment, then validates.
+pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with an explicit environment (tests).
+pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<AppConfig, ConfigError> {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let overrides: std::collections::HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .cloned()
+        .collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from(path))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+    let raw: RawConfig = built
+        .try_deserialize()
+        .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+    validate(raw, |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
+/// Validates a raw configuration; `env` reads the variables named by `*_env` keys.
+pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<AppConfig, ConfigError> {
+    let mut problems = Vec::new();
+    let listen = match raw.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            problems.push(format!(
+                "listen: \"{}\" is not an address such as 0.0.0.0:8080 ({e})",
+                raw.listen
+            ));
+            None
+        }
+    };
+    let l = &raw.limits;
+    let limits = Limits {
+        max_event_bytes: usize::try_from(l.max_event_bytes.as_u64()).unwrap_or(usize::MAX),
+        max_request_bytes: usize::try_from(l.max_request_bytes.as_u64()).unwrap_or(usize::MAX),
+        max_nesting_depth: l.max_nesting_depth,
+        max_batch_events: l.max_batch_events,
+    };
+    if limits.max_event_bytes == 0 || limits.max_request_bytes < limits.max_event_bytes {
+        problems.push("limits: max_event_bytes must be > 0 and at most max_request_bytes".into());
+    }
+    if limits.max_nesting_depth == 0 || limits.max_nesting_depth > 512 {
+        problems.push("limits.max_nesting_depth: must be between 1 and 512".into());
+    }
+    if limits.max_batch_events == 0 {
+        problems.push("limits.max_batch_events: must be at least 1".into());
+    }
+    let d = &raw.delivery;
+    if d.backoff_initial.is_zero() || d.backoff_max < d.backoff_initial {
+        problems.push("delivery: backoff_initial must be > 0 and at most backoff_max".into());
+    }
+    if d.request_timeout.is_zero() {
+        problems.push("delivery.request_timeout: must be > 0".into());
+    }
+    let admin_token = match raw.admin_token {
+        Some(t) if t.len() < 16 => {
+            problems.push("admin_token: must be at least 16 characters".into());
+            None
+        }
+        Some(t) => Some(SecretString::from(t)),
+        None => None,
+    };
+    let mut destinations = Vec::with_capacity(raw.destinations.len());
+    for (i, rd) in raw.destinations.into_iter().enumerate() {
+        let at = format!("destinations[{i}] (id \"{}\")", rd.id);
+        if destinations.iter().any(|d: &DestinationConfig| d.id == rd.id) || rd.id.is_empty() {
+            problems.push(format!("{at}.id: must be unique and non-empty"));
+        }
+        match destination_config(rd, &env) {
+            Ok(dc) => destinations.push(dc),
+            Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{at}.{e}"))),
+        }
+    }
+    match (listen, problems.is_empty()) {
+        (Some(listen), true) => Ok(AppConfig {
+            listen,
+            admin_token,
+            limits,
+            delivery: raw.delivery,
+            destinations,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+fn from_env_or(value: Option<String>, var: &Option<String>, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let from_env = var.as_deref().and_then(env).filter(|v| !v.is_empty());
+    from_env.or(value).filter(|v| !v.is_empty())
+}
+
+fn destination_config(
+    rd: RawDestination,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<DestinationConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let token = from_env_or(rd.project_token.clone(), &rd.project_token_env, env);
+    let secret = from_env_or(rd.api_secret.clone(), &rd.api_secret_env, env);
+    // The variable, when set, replaces the file's list.
+    let keys: Vec<String> = match rd
+        .write_keys_env
+        .as_deref()
+        .and_then(env)
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(list) => list
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect(),
+        None => rd.write_keys.clone(),
+    };
+    if keys.is_empty() {
+        problems.push("write_keys: at least one write key is required (or \"*\" for any)".into());
+    }
+    let region = match rd.api_region.as_deref() {
+        None => Region::Us,
+        Some(r) => Region::parse(r).unwrap_or_else(|| {
+            problems.push(format!("api_region: \"{r}\" is not one of US, EU, IN"));
+            Region::Us
+        }),
+    };
+    let import_auth = match rd.import_auth.as_deref() {
+        None | Some("secret") => ImportAuth::SecretOrToken,
+        Some("project_token") => ImportAuth::ProjectToken,
+        Some("service_account") => match (&rd.service_account_username, &rd.service_account_secret, &rd.project_id) {
+            (Some(u), Some(s), Some(p)) => ImportAuth::ServiceAccount {
+                username: u.clone(),
+                secret: SecretString::from(s.clone()),
+                project_id: p.clone(),
+            },
+            _ => {
+                problems.push(
+                    "import_auth: \"service_account\" needs service_account_username, service_account_secret and project_id"
+                        .into(),
+                );
+                ImportAuth::SecretOrToken
+            }
+        },
+        Some(other) => {
+            problems.push(format!(
+                "import_auth: \"{other}\" is not one of secret, project_token, service_account"
+            ));
+            ImportAuth::SecretOrToken
+        }
+    };
+    if let Some(url) = &rd.api_base_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!("api_base_url: \"{url}\" must start with http:// or https://"));
+        }
+    }
+    let batch_size = rd.batch_size.unwrap_or(destination::DEFAULT_BATCH_SIZE);
+    if batch_size == 0 || batch_size > destination::MAX_IMPORT_BATCH {
+        problems.push(format!(
+            "batch_size: {batch_size} is not between 1 and {}",
+            destination::MAX_IMPORT_BATCH
+        ));
+    }
+    let max_batch_bytes = rd
+        .max_batch_bytes
+        .map(|b| usize::try_from(b.as_u64()).unwrap_or(usize::MAX))
+        .unwrap_or(MAX_IMPORT_BYTES);
+    if max_batch_bytes == 0 || max_batch_bytes > MAX_IMPORT_BYTES {
+        problems.push(format!(
+            "max_batch_bytes: must be between 1 byte and {MAX_IMPORT_BYTES} bytes"
+        ));
+    }
+    let subscriptions = match &rd.subscriptions {
+        None => destination::presets(),
+        Some(configs) => match destination::load_subscriptions(configs) {
+            Ok(s) => s,
+            Err(errs) => {
+                for e in errs {
+                    problems.push(format!("subscriptions[\"{}\"]: {}", e.subscription, e.message));
+                }
+                Vec::new()
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let dry_run = token.is_none();
+    let mut settings = Settings::new(token.unwrap_or_default());
+    settings.api_secret = secret.map(SecretString::from);
+    settings.region = region;
+    settings.source_name = rd.source_name.clone();
+    settings.strict_mode = rd.strict_mode;
+    settings.import_auth = import_auth;
+    settings.api_base_url = rd.api_base_url.clone();
+    Ok(DestinationConfig {
+        id: rd.id,
+        write_keys: keys.into_iter().map(SecretString::from).collect(),
+        destination: Destination {
+            settings,
+            subscriptions,
+        },
+        dry_run,
+        batch_size,
+        max_batch_bytes,
+        gzip: rd.gzip,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+use std::io::Write as _;
+
+use super::*;
+
+fn write(ext: &str, text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(ext).tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn shipped_default_config_loads_in_dry_run_without_a_token() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+    let c = load_with_env(&path, no_env()).unwrap();
+    assert_eq!(c.destinations.len(), 1);
+    assert!(c.destinations[0].dry_run);
+    assert_eq!(c.limits.max_event_bytes, 32 * 1024);
+    assert_eq!(c.limits.max_request_bytes, 500_000);
+    let env = vec![
+        ("MIXPANEL_PROJECT_TOKEN".to_owned(), "tok".to_owned()),
+        ("MIXPANEL_ACTIONS__LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+    ];
+    let c = load_with_env(&path, env).unwrap();
+    assert!(!c.destinations[0].dry_run);
+    assert_eq!(c.destinations[0].destination.settings.token(), "tok");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_location() {
+    let f = write(
+        ".toml",
+        r#"
+listen = "nowhere"
+[[destinations]]
+id = "a"
+project_token = "t"
+api_region = "mars"
+batch_size = 5000
+[[destinations]]
+id = "b"
+write_keys = ["k"]
+project_token = "t"
+subscriptions = [{name = "s1", subscribe = "(type = \"track\"", partnerAction = "trackEvent", mapping = {}}]
+"#,
+    );
+    let e = load_with_env(f.path(), no_env()).unwrap_err();
+    let all = e.problems.join("\n");
+    assert!(all.contains("listen"), "{all}");
+    assert!(all.contains("destinations[0] (id \"a\").write_keys"), "{all}");
+    assert!(all.contains("api_region: \"mars\""), "{all}");
+    assert!(all.contains("batch_size: 5000"), "{all}");
+    assert!(
+        all.contains("destinations[1] (id \"b\").subscriptions[\"s1\"]"),
+        "{all}"
+    );
+    assert_eq!(e.problems.len(), 5, "{all}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_debug() {
+    let f = write(
+        ".yaml",
+        "destinations:\n  - id: a\n    write_keys: [k]\n    project_token: supersecrettoken\n    api_secret: supersecretsecret\n    api_region: nowhere\n",
+    );
+    let e = load_with_env(f.path(), no_env()).unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("supersecret"), "{shown}");
+    let f = write(
+        ".json",
+        r#"{"destinations": [{"id": "a", "write_keys": ["k"], "project_token": "supersecrettoken", "api_secret": "supersecretsecret", "api_region": "EU 🇪🇺"}]}"#,
+    );
+    let c = load_with_env(f.path(), no_env()).unwrap();
+    assert!(!format!("{c:?}").contains("supersecret"));
+    assert_eq!(c.destinations[0].destination.settings.region, Region::Eu);
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let f = write(".toml", "lisen = \"0.0.0.0:1\"\n");
+    let e = load_with_env(f.path(), no_env()).unwrap_err();
+    assert!(e.problems[0].contains("lisen"), "{:?}", e.problems);
+}

@@ -1,0 +1,244 @@
+//! Grouping records into Mixpanel requests. Pure.
+//!
+//! Records of one event are split into *phases* at each change of endpoint, so an
+//! event's `$identify` (`/track`) is sent, and answered, before its profile
+//! `$set` (`/engage`). Within a phase, records are grouped per endpoint:
+//! `/import` up to the destination's `batch_size` events and `max_batch_bytes`;
+//! `/track` up to 2000, `/engage` up to 2000 and `/groups` up to 200 per request,
+//! as Mixpanel documents. A lone form record is sent as an object (exactly what the
+//! reference sends), several as an array.
+
+use serde_json::Value;
+
+use super::Item;
+use crate::config::DestinationConfig;
+use crate::mixpanel::api::{self, Endpoint, Request};
+use crate::mixpanel::limits::check_import_event;
+use crate::mixpanel::Settings;
+
+/// Most records per `/track` request.
+pub const MAX_TRACK_BATCH: usize = 2000;
+/// Most updates per `/engage` request.
+pub const MAX_ENGAGE_BATCH: usize = 2000;
+/// Most updates per `/groups` request.
+pub const MAX_GROUPS_BATCH: usize = 200;
+
+/// Records that break Mixpanel's limits are taken out with the reason; the rest
+/// keep their positions.
+#[allow(clippy::type_complexity)]
+pub fn check_limits(items: Vec<Item>, now_ms: i64) -> (Vec<(usize, Item)>, Vec<(usize, Item, String)>) {
+    let mut ok = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for (pos, item) in items.into_iter().enumerate() {
+        if item.record.endpoint == Endpoint::Import {
+            if let Err(reason) = check_import_event(&item.record.data, now_ms) {
+                refused.push((pos, item, reason));
+                continue;
+            }
+        }
+        ok.push((pos, item));
+    }
+    (ok, refused)
+}
+
+/// Records for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub endpoint: Endpoint,
+    /// `(position in the delivery, item)`.
+    pub items: Vec<(usize, Item)>,
+}
+
+fn phase_of(items: &[(usize, Item)]) -> Vec<usize> {
+    let mut phases = Vec::with_capacity(items.len());
+    let mut last: std::collections::HashMap<usize, (Endpoint, usize)> = std::collections::HashMap::new();
+    for (_, item) in items {
+        let phase = match last.get(&item.event) {
+            None => 0,
+            Some((endpoint, phase)) if *endpoint == item.record.endpoint => *phase,
+            Some((_, phase)) => phase + 1,
+        };
+        last.insert(item.event, (item.record.endpoint, phase));
+        phases.push(phase);
+    }
+    phases
+}
+
+/// The batches to send, phase by phase (each phase after the previous answered).
+pub fn plan(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Vec<Batch>> {
+    let phases = phase_of(&items);
+    let count = phases.iter().max().map_or(0, |m| m + 1);
+    let mut by_phase: Vec<Vec<(usize, Item)>> = (0..count).map(|_| Vec::new()).collect();
+    for (phase, item) in phases.into_iter().zip(items) {
+        if let Some(p) = by_phase.get_mut(phase) {
+            p.push(item);
+        }
+    }
+    by_phase.into_iter().map(|items| batches(dest, items)).collect()
+}
+
+fn limit(dest: &DestinationConfig, endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::Import => dest.batch_size.max(1),
+        Endpoint::Track => MAX_TRACK_BATCH,
+        Endpoint::Engage => MAX_ENGAGE_BATCH,
+        Endpoint::Groups => MAX_GROUPS_BATCH,
+    }
+}
+
+fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
+    let mut out: Vec<Batch> = Vec::new();
+    for endpoint in [Endpoint::Import, Endpoint::Track, Endpoint::Engage, Endpoint::Groups] {
+        let max = limit(dest, endpoint);
+        let mut current: Vec<(usize, Item)> = Vec::new();
+        let mut bytes = 2usize;
+        for (pos, item) in items.iter().filter(|(_, i)| i.record.endpoint == endpoint) {
+            let size = if endpoint == Endpoint::Import {
+                serde_json::to_vec(&item.record.data).map(|v| v.len() + 1).unwrap_or(0)
+            } else {
+                0
+            };
+            if !current.is_empty() && (current.len() >= max || bytes + size > dest.max_batch_bytes) {
+                out.push(Batch {
+                    endpoint,
+                    items: std::mem::take(&mut current),
+                });
+                bytes = 2;
+            }
+            bytes += size;
+            current.push((*pos, item.clone()));
+        }
+        if !current.is_empty() {
+            out.push(Batch {
+                endpoint,
+                items: current,
+            });
+        }
+    }
+    out
+}
+
+/// The request for one batch.
+pub fn build_request(settings: &Settings, endpoint: Endpoint, items: &[(usize, Item)]) -> Request {
+    let mut records: Vec<Value> = items.iter().map(|(_, i)| i.record.data.clone()).collect();
+    match endpoint {
+        Endpoint::Import => api::import_request(settings, records),
+        _ if records.len() == 1 => {
+            let one = records.pop().unwrap_or(Value::Null);
+            api::form_request(settings, endpoint, one, true)
+        }
+        _ => api::form_request(settings, endpoint, Value::Array(records), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::Destination;
+    use crate::mixpanel::actions::Record;
+    use serde_json::json;
+
+    fn dest(batch_size: usize, max_batch_bytes: usize) -> DestinationConfig {
+        DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(Settings::new("tok")),
+            dry_run: false,
+            batch_size,
+            max_batch_bytes,
+            gzip: true,
+        }
+    }
+
+    fn item(event: usize, endpoint: Endpoint) -> Item {
+        Item {
+            event,
+            subscription: 0,
+            record: Record {
+                endpoint,
+                data: json!({"e": event}),
+            },
+        }
+    }
+
+    fn positioned(items: Vec<Item>) -> Vec<(usize, Item)> {
+        items.into_iter().enumerate().collect()
+    }
+
+    #[test]
+    fn identify_then_engage_in_two_phases() {
+        let items = positioned(vec![
+            item(0, Endpoint::Track),
+            item(0, Endpoint::Engage),
+            item(1, Endpoint::Track),
+            item(1, Endpoint::Engage),
+            item(2, Endpoint::Import),
+        ]);
+        let phases = plan(&dest(1000, 1 << 20), items);
+        assert_eq!(phases.len(), 2);
+        let shape = |p: &Vec<Batch>| p.iter().map(|b| (b.endpoint, b.items.len())).collect::<Vec<_>>();
+        assert_eq!(shape(&phases[0]), vec![(Endpoint::Import, 1), (Endpoint::Track, 2)]);
+        assert_eq!(shape(&phases[1]), vec![(Endpoint::Engage, 2)]);
+    }
+
+    #[test]
+    fn import_chunks_by_count_and_bytes() {
+        let items = positioned((0..5).map(|e| item(e, Endpoint::Import)).collect());
+        let sizes: Vec<usize> = plan(&dest(2, 1 << 20), items.clone())[0]
+            .iter()
+            .map(|b| b.items.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        // Each record is 8 bytes + 1 separator; 20 bytes hold two.
+        let sizes: Vec<usize> = plan(&dest(1000, 20), items)[0].iter().map(|b| b.items.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn groups_batches_at_200() {
+        let items = positioned((0..450).map(|e| item(e, Endpoint::Groups)).collect());
+        let sizes: Vec<usize> = plan(&dest(1000, 1 << 20), items)[0]
+            .iter()
+            .map(|b| b.items.len())
+            .collect();
+        assert_eq!(sizes, vec![200, 200, 50]);
+    }
+
+    #[test]
+    fn lone_form_record_is_an_object_several_an_array() {
+        let s = Settings::new("tok");
+        let one = build_request(&s, Endpoint::Engage, &positioned(vec![item(0, Endpoint::Engage)]));
+        assert_eq!(one.body, api::Body::Form(json!({"e": 0})));
+        assert_eq!(one.url, "https://api.mixpanel.com/engage?verbose=1");
+        let two = build_request(
+            &s,
+            Endpoint::Engage,
+            &positioned(vec![item(0, Endpoint::Engage), item(1, Endpoint::Engage)]),
+        );
+        assert_eq!(two.body, api::Body::Form(json!([{"e": 0}, {"e": 1}])));
+    }
+
+    #[test]
+    fn limits_take_out_bad_records() {
+        let bad = Item {
+            event: 0,
+            subscription: 0,
+            record: Record {
+                endpoint: Endpoint::Import,
+                data: json!({"event": "E", "properties": {"distinct_id": "null"}}),
+            },
+        };
+        let good = Item {
+            event: 1,
+            subscription: 0,
+            record: Record {
+                endpoint: Endpoint::Import,
+                data: json!({"event": "E", "properties": {"distinct_id": "u"}}),
+            },
+        };
+        let (ok, refused) = check_limits(vec![bad, good], 0);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].0, 1);
+        assert_eq!(refused[0].0, 0);
+    }
+}

@@ -1,0 +1,225 @@
+//! Delivery: records in, Mixpanel's verdict per record out.
+//!
+//! `batcher` groups records into requests (per destination: `/import` up to
+//! `batch_size` events and `max_batch_bytes`; form endpoints as Mixpanel arrays,
+//! in phases so the records of one event keep their order). [`Deliverer`] sends
+//! them with the one [`Client`], retrying temporary failures with backoff within a
+//! time budget, splitting on 413, and reports one [`ItemResult`] per record. What an
+//! answer means is decided by [`outcome::classify`].
+
+pub mod backoff;
+pub mod batcher;
+pub mod outcome;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use serde_json::Value;
+
+use crate::config::DestinationConfig;
+use crate::mixpanel::actions::Record;
+use crate::mixpanel::api::Endpoint;
+use crate::mixpanel::client::Client;
+use backoff::Backoff;
+use outcome::{classify, Answer, Outcome};
+
+/// One record to deliver, with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// Index of the event in the ingest request.
+    pub event: usize,
+    /// Index of the subscription in the destination.
+    pub subscription: usize,
+    pub record: Record,
+}
+
+/// What became of one record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemResult {
+    /// Accepted by Mixpanel (or logged, in dry-run mode).
+    Delivered { status: u16, body: Value },
+    /// Refused for good: by Mixpanel, or by its limits before sending.
+    Rejected { status: u16, message: String },
+    /// Mixpanel could not be reached, or kept failing, within the retry budget.
+    Failed {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl ItemResult {
+    pub fn is_failed(&self) -> bool {
+        matches!(self, ItemResult::Failed { .. })
+    }
+}
+
+/// Retry policy.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub backoff: Backoff,
+    /// Total time one request may spend retrying.
+    pub budget: Duration,
+}
+
+/// Sends records to Mixpanel.
+#[derive(Clone, Debug)]
+pub struct Deliverer {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+type Results = Vec<(Item, ItemResult)>;
+/// Results that still carry each item's position in the delivery.
+type Positioned = Vec<(usize, Item, ItemResult)>;
+type BatchFuture<'a> = Pin<Box<dyn Future<Output = Positioned> + Send + 'a>>;
+
+impl Deliverer {
+    pub fn new(client: Client, retry: RetryPolicy) -> Deliverer {
+        Deliverer { client, retry }
+    }
+
+    /// Delivers `items` to `dest`; one result per item, in the order given.
+    pub async fn deliver(&self, dest: &DestinationConfig, items: Vec<Item>, now_ms: i64) -> Results {
+        let count = items.len();
+        let mut results: Vec<Option<(Item, ItemResult)>> = vec![None; count];
+        let (checked, refused) = batcher::check_limits(items, now_ms);
+        for (pos, item, message) in refused {
+            if let Some(slot) = results.get_mut(pos) {
+                *slot = Some((item, ItemResult::Rejected { status: 400, message }));
+            }
+        }
+        for phase in batcher::plan(dest, checked) {
+            let sends = phase
+                .into_iter()
+                .map(|batch| self.send_batch(dest, batch.endpoint, batch.items));
+            for batch_results in futures_util::future::join_all(sends).await {
+                for (pos, item, result) in batch_results {
+                    if let Some(slot) = results.get_mut(pos) {
+                        *slot = Some((item, result));
+                    }
+                }
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// Sends one batch with retries; results carry each item's original position.
+    fn send_batch<'a>(
+        &'a self,
+        dest: &'a DestinationConfig,
+        endpoint: Endpoint,
+        items: Vec<(usize, Item)>,
+    ) -> BatchFuture<'a> {
+        Box::pin(async move {
+            if items.is_empty() {
+                return Vec::new();
+            }
+            let request = batcher::build_request(&dest.destination.settings, endpoint, &items);
+            if dest.dry_run {
+                tracing::info!(
+                    destination = %dest.id,
+                    url = %request.url,
+                    body = %String::from_utf8_lossy(&request.body.encode()),
+                    "dry run: would send"
+                );
+                return all(items, |_| ItemResult::Delivered {
+                    status: 200,
+                    body: Value::String("dry run".into()),
+                });
+            }
+            let started = Instant::now();
+            let mut attempt = 0u32;
+            loop {
+                let answer = self.client.send(&request, dest.gzip).await;
+                let (outcome, body) = match &answer {
+                    Ok(r) => (
+                        classify(
+                            endpoint,
+                            &Answer::Http {
+                                status: r.status,
+                                retry_after: r.retry_after.as_deref(),
+                                body: &r.body,
+                            },
+                        ),
+                        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+                    ),
+                    Err(e) => (classify(endpoint, &Answer::Network { error: e.clone() }), Value::Null),
+                };
+                let status = answer.as_ref().map(|r| r.status).unwrap_or(0);
+                tracing::debug!(destination = %dest.id, endpoint = endpoint.name(), status, records = items.len(), ?outcome, "mixpanel answered");
+                match outcome {
+                    Outcome::Delivered => {
+                        return all(items, |_| ItemResult::Delivered {
+                            status,
+                            body: body.clone(),
+                        })
+                    }
+                    Outcome::Partial { failed } => {
+                        return items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, (pos, item))| {
+                                let result = match failed.iter().find(|f| f.index == i) {
+                                    Some(f) => ItemResult::Rejected {
+                                        status: 400,
+                                        message: f.message.clone(),
+                                    },
+                                    None => ItemResult::Delivered {
+                                        status,
+                                        body: body.clone(),
+                                    },
+                                };
+                                (pos, item, result)
+                            })
+                            .collect();
+                    }
+                    Outcome::Rejected { status, reason } => {
+                        tracing::warn!(destination = %dest.id, endpoint = endpoint.name(), status, %reason, records = items.len(), "mixpanel rejected a request");
+                        return all(items, |_| ItemResult::Rejected {
+                            status,
+                            message: reason.clone(),
+                        });
+                    }
+                    Outcome::Split if items.len() > 1 => {
+                        let mut first = items;
+                        let second = first.split_off(first.len() / 2);
+                        let mut out = self.send_batch(dest, endpoint, first).await;
+                        out.extend(self.send_batch(dest, endpoint, second).await);
+                        return out;
+                    }
+                    Outcome::Split => {
+                        return all(items, |_| ItemResult::Rejected {
+                            status: 413,
+                            message: "the record alone is larger than Mixpanel accepts".into(),
+                        })
+                    }
+                    Outcome::Retry { after, reason } => {
+                        let jitter: f64 = rand::rng().random();
+                        let delay = self.retry.backoff.delay(attempt, jitter, after);
+                        if started.elapsed() + delay > self.retry.budget {
+                            tracing::warn!(destination = %dest.id, endpoint = endpoint.name(), attempts = attempt + 1, %reason, "retry budget exhausted");
+                            return all(items, |_| ItemResult::Failed {
+                                message: reason.clone(),
+                                retry_after: after,
+                            });
+                        }
+                        tokio::time::sleep(delay).await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn all(items: Vec<(usize, Item)>, result: impl Fn(&Item) -> ItemResult) -> Positioned {
+    items
+        .into_iter()
+        .map(|(pos, item)| {
+            let r = result(&item);
+            (pos, item, r)
+        })
+        .collect()
+}

@@ -1,0 +1,322 @@
+//! A destination: one Mixpanel project's settings plus its subscriptions, and the
+//! pure pipeline that runs events through them.
+//!
+//! `event(s) -> [subscription trigger] -> [mapping-kit resolve] -> [schema
+//! validate] -> [action] -> records`, per subscription, in subscription order.
+//! The result ([`Outcome`]) keeps records grouped per subscription and per event so
+//! that preview, synchronous delivery and the spool can each build the requests
+//! they need ([`Outcome::requests`] builds the reference's). No I/O, no panics.
+
+mod presets;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::mapping::kit;
+use crate::mapping::schema::{self, Mode};
+use crate::mixpanel::actions::{self, ActionKind, Context, Record};
+use crate::mixpanel::api::{self, Endpoint, Request};
+use crate::mixpanel::Settings;
+use crate::subscription::Trigger;
+
+pub use presets::presets;
+
+/// At most this many subscriptions per destination (as Segment).
+pub const MAX_SUBSCRIPTIONS: usize = 50;
+/// The largest `/import` batch Mixpanel accepts.
+pub const MAX_IMPORT_BATCH: usize = 2000;
+/// The `batch_size` used when a mapping does not set one.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+/// A subscription in Segment's export format.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub name: String,
+    pub subscribe: String,
+    pub partner_action: String,
+    #[serde(default = "empty_object")]
+    pub mapping: Value,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Segment exports carry ids; accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub id: Option<Value>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// A subscription ready to run.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub name: String,
+    pub trigger: Trigger,
+    pub action: ActionKind,
+    pub mapping: Value,
+    pub enabled: bool,
+}
+
+/// A subscription that cannot run: its trigger or mapping is invalid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("subscription \"{subscription}\": {message}")]
+pub struct SubscriptionError {
+    pub subscription: String,
+    pub message: String,
+}
+
+impl Subscription {
+    /// Parses and checks one subscription: trigger, action name and mapping shape.
+    pub fn from_config(config: &SubscriptionConfig) -> Result<Subscription, SubscriptionError> {
+        let error = |message: String| SubscriptionError {
+            subscription: config.name.clone(),
+            message,
+        };
+        let trigger = Trigger::parse(&config.subscribe).map_err(|e| error(format!("invalid trigger: {e}")))?;
+        let action = ActionKind::from_name(&config.partner_action).ok_or_else(|| {
+            let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.name()).collect();
+            error(format!(
+                "unknown partnerAction \"{}\" (expected one of: {})",
+                config.partner_action,
+                known.join(", ")
+            ))
+        })?;
+        if !config.mapping.is_object() {
+            return Err(error("mapping must be an object".into()));
+        }
+        kit::validate(&config.mapping).map_err(|e| error(format!("invalid mapping: {e}")))?;
+        Ok(Subscription {
+            name: config.name.clone(),
+            trigger,
+            action,
+            mapping: config.mapping.clone(),
+            enabled: config.enabled.unwrap_or(true),
+        })
+    }
+}
+
+/// A Mixpanel project and the subscriptions that feed it.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub settings: Settings,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// The result of one subscription on one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventResult {
+    /// The records to send, in order (possibly none: e.g. an empty increment).
+    Records(Vec<Record>),
+    /// The event failed before anything was sent.
+    Failed { status: u16, message: String },
+}
+
+/// What one subscription did with the events it matched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionOutcome {
+    /// Index into [`Destination::subscriptions`].
+    pub subscription: usize,
+    /// `(event index, result)` for every matched event, in event order.
+    pub events: Vec<(usize, EventResult)>,
+}
+
+/// The result of running events through a destination.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Outcome {
+    /// Subscriptions that matched at least one event, in subscription order.
+    pub subscriptions: Vec<SubscriptionOutcome>,
+}
+
+/// Loads subscriptions strictly: every problem is an error (configuration files).
+pub fn load_subscriptions(configs: &[SubscriptionConfig]) -> Result<Vec<Subscription>, Vec<SubscriptionError>> {
+    let mut errors = Vec::new();
+    if configs.len() > MAX_SUBSCRIPTIONS {
+        errors.push(SubscriptionError {
+            subscription: String::new(),
+            message: format!(
+                "{} subscriptions given; a destination has at most {MAX_SUBSCRIPTIONS}",
+                configs.len()
+            ),
+        });
+    }
+    let mut out = Vec::with_capacity(configs.len());
+    for config in configs {
+        match Subscription::from_config(config) {
+            Ok(s) => out.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Loads subscriptions leniently, as the reference's event tester does: a bad
+/// subscription is reported and left out (it never matches).
+pub fn load_subscriptions_lenient(configs: &[SubscriptionConfig]) -> (Vec<Subscription>, Vec<SubscriptionError>) {
+    let mut ok = Vec::with_capacity(configs.len());
+    let mut errors = Vec::new();
+    for config in configs {
+        match Subscription::from_config(config) {
+            Ok(s) => ok.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
+impl Destination {
+    /// A destination with the six preset subscriptions.
+    pub fn with_presets(settings: Settings) -> Destination {
+        Destination {
+            settings,
+            subscriptions: presets(),
+        }
+    }
+
+    /// Runs `events` through every enabled subscription. In [`Mode::Batch`] the
+    /// events are one batch (the reference's batch validation rules apply to the
+    /// batching actions); in [`Mode::Single`] each event stands alone.
+    pub fn process(&self, events: &[Value], mode: Mode, now_ms: i64) -> Outcome {
+        let ctx = Context {
+            settings: &self.settings,
+            now_ms,
+        };
+        let mut outcome = Outcome::default();
+        for (index, sub) in self.subscriptions.iter().enumerate() {
+            if !sub.enabled {
+                continue;
+            }
+            let matched: Vec<usize> = (0..events.len())
+                .filter(|&i| events.get(i).is_some_and(|e| sub.trigger.matches(e)))
+                .collect();
+            if matched.is_empty() {
+                continue;
+            }
+            // Only the batching actions see batch-mode validation; the reference
+            // runs the others once per event.
+            let event_mode = if mode == Mode::Batch && sub.action.batches() {
+                Mode::Batch
+            } else {
+                Mode::Single
+            };
+            let results = matched
+                .into_iter()
+                .filter_map(|i| events.get(i).map(|event| (i, run_one(sub, event, event_mode, &ctx))))
+                .collect();
+            outcome.subscriptions.push(SubscriptionOutcome {
+                subscription: index,
+                events: results,
+            });
+        }
+        outcome
+    }
+
+    /// The `batch_size` a subscription's mapping asks for (1..=2000, default 1000).
+    pub fn batch_size(&self, subscription: usize) -> usize {
+        let configured = self
+            .subscriptions
+            .get(subscription)
+            .and_then(|s| s.mapping.get("batch_size"))
+            .and_then(Value::as_f64)
+            .filter(|n| n.is_finite() && *n >= 1.0);
+        match configured {
+            Some(n) => (n as usize).clamp(1, MAX_IMPORT_BATCH),
+            None => DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
+    let resolved = match kit::resolve(&sub.mapping, event) {
+        Ok(v) => v,
+        Err(e) => {
+            return EventResult::Failed {
+                status: 400,
+                message: e.message,
+            }
+        }
+    };
+    let payload = match schema::validate(sub.action.fields(), resolved, mode) {
+        Ok(p) => p,
+        Err(e) => {
+            return EventResult::Failed {
+                status: 400,
+                message: e.message,
+            }
+        }
+    };
+    match actions::perform(sub.action, &payload, ctx) {
+        Ok(records) => EventResult::Records(records),
+        Err(e) => EventResult::Failed {
+            status: e.status,
+            message: e.message,
+        },
+    }
+}
+
+/// A request built for one subscription, with the events it carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionRequest {
+    pub subscription: usize,
+    /// Indexes of the events whose records are in the request.
+    pub events: Vec<usize>,
+    pub request: Request,
+}
+
+impl Outcome {
+    /// The requests the reference sends: per subscription, the `/import` records of
+    /// all its events in chunks of `batch_size` (one request per event in single
+    /// mode), and every other record as its own form request.
+    pub fn requests(&self, destination: &Destination, mode: Mode, verbose: bool) -> Vec<SubscriptionRequest> {
+        let settings = &destination.settings;
+        let mut out = Vec::new();
+        for sub in &self.subscriptions {
+            let batch_size = destination.batch_size(sub.subscription);
+            let mut import: Vec<Value> = Vec::new();
+            let mut import_events: Vec<usize> = Vec::new();
+            let flush = |import: &mut Vec<Value>, events: &mut Vec<usize>, out: &mut Vec<SubscriptionRequest>| {
+                if !import.is_empty() {
+                    out.push(SubscriptionRequest {
+                        subscription: sub.subscription,
+                        events: std::mem::take(events),
+                        request: api::import_request(settings, std::mem::take(import)),
+                    });
+                }
+            };
+            for (event, result) in &sub.events {
+                let EventResult::Records(records) = result else {
+                    continue;
+                };
+                for record in records {
+                    if record.endpoint == Endpoint::Import {
+                        import.push(record.data.clone());
+                        if import_events.last() != Some(event) {
+                            import_events.push(*event);
+                        }
+                        if mode == Mode::Batch && import.len() >= batch_size {
+                            flush(&mut import, &mut import_events, &mut out);
+                        }
+                    } else {
+                        out.push(SubscriptionRequest {
+                            subscription: sub.subscription,
+                            events: vec![*event],
+                            request: api::form_request(settings, record.endpoint, record.data.clone(), verbose),
+                        });
+                    }
+                }
+                if mode == Mode::Single {
+                    flush(&mut import, &mut import_events, &mut out);
+                }
+            }
+            flush(&mut import, &mut import_events, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

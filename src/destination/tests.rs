@@ -1,0 +1,119 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+fn dest() -> Destination {
+    Destination::with_presets(Settings::new("tok"))
+}
+
+fn track(name: &str, id: &str) -> Value {
+    json!({"type": "track", "event": name, "userId": "u", "messageId": id, "timestamp": "2021-01-01T00:00:00Z"})
+}
+
+#[test]
+fn single_mode_one_import_per_event() {
+    let d = dest();
+    let events = [track("A", "1")];
+    let out = d.process(&events, Mode::Single, 0);
+    assert_eq!(out.subscriptions.len(), 1);
+    let reqs = out.requests(&d, Mode::Single, false);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].request.url, "https://api.mixpanel.com/import?strict=1");
+    assert_eq!(reqs[0].request.body.len(), 1);
+}
+
+#[test]
+fn batch_mode_chunks_by_batch_size() {
+    let mut d = dest();
+    if let Some(Value::Object(m)) = d.subscriptions.get_mut(0).map(|s| &mut s.mapping) {
+        m.insert("batch_size".into(), json!(2));
+    }
+    let events: Vec<Value> = (0..5).map(|i| track("A", &i.to_string())).collect();
+    let out = d.process(&events, Mode::Batch, 0);
+    let reqs = out.requests(&d, Mode::Batch, false);
+    let sizes: Vec<usize> = reqs.iter().map(|r| r.request.body.len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert_eq!(reqs[2].events, vec![4]);
+}
+
+#[test]
+fn validation_failure_is_per_event_in_batch() {
+    let d = dest();
+    let mut bad = track("B", "2");
+    bad["timestamp"] = json!("not a date");
+    let events = [track("A", "1"), bad];
+    let out = d.process(&events, Mode::Batch, 0);
+    let sub = &out.subscriptions[0];
+    assert!(matches!(sub.events[0].1, EventResult::Records(_)));
+    assert_eq!(
+        sub.events[1].1,
+        EventResult::Failed {
+            status: 400,
+            message: "Timestamp must be a valid date-like string but it was not.".into()
+        }
+    );
+    assert_eq!(out.requests(&d, Mode::Batch, false).len(), 1);
+}
+
+#[test]
+fn disabled_subscriptions_do_not_run() {
+    let mut d = dest();
+    for s in &mut d.subscriptions {
+        s.enabled = false;
+    }
+    assert!(d.process(&[track("A", "1")], Mode::Single, 0).subscriptions.is_empty());
+}
+
+#[test]
+fn strict_loading_names_the_subscription_and_problem() {
+    let configs = vec![
+        SubscriptionConfig {
+            name: "bad trigger".into(),
+            subscribe: "(type = \"track\"".into(),
+            partner_action: "trackEvent".into(),
+            mapping: json!({}),
+            enabled: None,
+            id: None,
+        },
+        SubscriptionConfig {
+            name: "bad action".into(),
+            subscribe: "type = \"track\"".into(),
+            partner_action: "nope".into(),
+            mapping: json!({}),
+            enabled: None,
+            id: None,
+        },
+        SubscriptionConfig {
+            name: "bad mapping".into(),
+            subscribe: "type = \"track\"".into(),
+            partner_action: "trackEvent".into(),
+            mapping: json!({"event": {"@nope": 1}}),
+            enabled: None,
+            id: None,
+        },
+    ];
+    let errors = load_subscriptions(&configs).unwrap_err();
+    assert_eq!(errors.len(), 3);
+    assert_eq!(errors[0].subscription, "bad trigger");
+    assert!(errors[0].message.contains("invalid trigger"), "{}", errors[0].message);
+    assert!(errors[1].message.contains("unknown partnerAction \"nope\""));
+    assert!(errors[2].message.contains("invalid mapping"));
+    let (ok, errs) = load_subscriptions_lenient(&configs);
+    assert!(ok.is_empty());
+    assert_eq!(errs.len(), 3);
+}
+
+#[test]
+fn at_most_fifty_subscriptions() {
+    let one = SubscriptionConfig {
+        name: "s".into(),
+        subscribe: "type = \"track\"".into(),
+        partner_action: "trackEvent".into(),
+        mapping: json!({}),
+        enabled: None,
+        id: None,
+    };
+    let configs = vec![one; MAX_SUBSCRIPTIONS + 1];
+    let errors = load_subscriptions(&configs).unwrap_err();
+    assert!(errors[0].message.contains("at most 50"));
+}

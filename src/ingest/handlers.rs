@@ -1,0 +1,359 @@
+//! Route handlers. Thin: parse, route, call the sink, shape the answer.
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde_json::{json, Map, Value};
+
+use super::body::parse_json;
+use super::events::{self, EventLimits, RouteKind};
+use super::sink::{self, DestinationReport};
+use super::{ApiError, AppState};
+use crate::config::DestinationConfig;
+use crate::delivery::ItemResult;
+use crate::mapping::schema::Mode;
+
+/// Retry-After when Mixpanel did not give one.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::unavailable("not ready: starting or shutting down", Duration::from_secs(5)).into_response()
+    }
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let limits = &state.config.limits;
+    // The raw body may not exceed the decompressed limit either.
+    let raw = to_bytes(body, limits.max_request_bytes).await.map_err(|_| {
+        ApiError::too_large(format!(
+            "request body exceeds the limit of {} bytes",
+            limits.max_request_bytes
+        ))
+    })?;
+    parse_json(headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+fn key_matches(dest: &DestinationConfig, key: &str) -> bool {
+    dest.write_keys.iter().any(|k| {
+        let k = k.expose_secret();
+        k == "*" || k == key
+    })
+}
+
+fn event_limits(state: &AppState) -> EventLimits {
+    EventLimits {
+        max_event_bytes: state.config.limits.max_event_bytes,
+        max_batch_events: state.config.limits.max_batch_events,
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// `POST /v1/{kind}`: Segment's tracking API.
+pub async fn segment_api(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let route = RouteKind::parse(&kind).ok_or_else(|| ApiError::not_found(format!("no route for /v1/{kind}")))?;
+    let value = read_json(&state, &headers, body).await?;
+    let key = events::write_key(authorization(&headers), &value).ok_or_else(|| {
+        ApiError::unauthorized("missing write key: send it as the Basic auth user name or as \"writeKey\"")
+    })?;
+    let destinations: Vec<&DestinationConfig> = state
+        .config
+        .destinations
+        .iter()
+        .filter(|d| key_matches(d, &key))
+        .collect();
+    if destinations.is_empty() {
+        return Err(ApiError::unauthorized("unknown write key"));
+    }
+    let events = events::extract(route, value, event_limits(&state), Utc::now())?;
+    let now = now_ms();
+    let mut rejected = Vec::new();
+    let mut retry: Option<Duration> = None;
+    let mut failed = false;
+    for dest in destinations {
+        let report = sink::deliver(&state.deliverer, dest, &events, now).await;
+        for r in report.rejections(dest) {
+            tracing::warn!(destination = %dest.id, rejection = %r, "event rejected");
+            rejected.push(r);
+        }
+        if report.any_failed() {
+            failed = true;
+            retry = retry.max(report.retry_after());
+        }
+    }
+    if failed {
+        let mut e = ApiError::unavailable(
+            "Mixpanel could not be reached within the retry budget; retry the request",
+            retry.unwrap_or(DEFAULT_RETRY_AFTER),
+        );
+        e.code = "delivery_failed";
+        return Err(e);
+    }
+    let mut answer = Map::new();
+    answer.insert("success".into(), Value::Bool(true));
+    if !rejected.is_empty() {
+        answer.insert("rejected".into(), Value::Array(rejected));
+    }
+    Ok(Json(Value::Object(answer)).into_response())
+}
+
+fn destination_for<'a>(state: &'a AppState, id: &str, headers: &HeaderMap) -> Result<&'a DestinationConfig, ApiError> {
+    let dest = state
+        .config
+        .destinations
+        .iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no destination with id \"{id}\"")))?;
+    if admin_ok(state, headers) {
+        return Ok(dest);
+    }
+    let key = events::write_key(authorization(headers), &Value::Null)
+        .ok_or_else(|| ApiError::unauthorized("missing write key (Basic auth user name) or admin token"))?;
+    if key_matches(dest, &key) {
+        Ok(dest)
+    } else {
+        Err(ApiError::unauthorized(format!(
+            "write key is not routed to destination \"{id}\""
+        )))
+    }
+}
+
+/// One event, an array of events, or `{"batch": [...]}`.
+fn direct_events(value: Value, state: &AppState) -> Result<Vec<Value>, ApiError> {
+    let list = match value {
+        Value::Array(items) => items,
+        Value::Object(mut map) if map.contains_key("batch") => match map.remove("batch") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_batch",
+                    "field \"batch\" must be an array of events",
+                ))
+            }
+        },
+        other => vec![other],
+    };
+    let body = json!({ "batch": list });
+    events::extract(RouteKind::Batch, body, event_limits(state), Utc::now())
+}
+
+/// The reference's per-event "multistatus" answer for one event.
+fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usize) -> Value {
+    let name = |i: usize| {
+        dest.destination
+            .subscriptions
+            .get(i)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    };
+    let mut subscriptions = Vec::new();
+    let mut status = 200u16;
+    let mut error: Option<String> = None;
+    for f in report.refused.iter().filter(|f| f.event == event) {
+        status = if status == 200 { f.status } else { status };
+        error.get_or_insert_with(|| f.message.clone());
+        subscriptions.push(json!({"subscription": name(f.subscription), "status": f.status,
+                                  "errortype": "PAYLOAD_VALIDATION_FAILED", "errormessage": f.message}));
+    }
+    let mut sent = Vec::new();
+    for (item, result) in report.delivered.iter().filter(|(i, _)| i.event == event) {
+        sent.push(item.record.data.clone());
+        let entry = match result {
+            ItemResult::Delivered { status, body } => {
+                json!({"subscription": name(item.subscription), "status": status, "sent": item.record.data, "body": body})
+            }
+            ItemResult::Rejected { status: s, message } => {
+                if status == 200 {
+                    status = *s;
+                }
+                error.get_or_insert_with(|| message.clone());
+                json!({"subscription": name(item.subscription), "status": s, "errortype": "BAD_REQUEST",
+                       "errormessage": message, "sent": item.record.data})
+            }
+            ItemResult::Failed { message, .. } => {
+                status = 503;
+                error.get_or_insert_with(|| message.clone());
+                json!({"subscription": name(item.subscription), "status": 503, "errortype": "RETRYABLE_ERROR",
+                       "errormessage": message, "sent": item.record.data})
+            }
+        };
+        subscriptions.push(entry);
+    }
+    let mut out = Map::new();
+    out.insert("status".into(), json!(status));
+    out.insert("ok".into(), json!(status == 200));
+    if let Some(e) = error {
+        out.insert("errormessage".into(), Value::String(e));
+    }
+    out.insert("sent".into(), Value::Array(sent));
+    out.insert("subscriptions".into(), Value::Array(subscriptions));
+    Value::Object(out)
+}
+
+/// `POST /v1/destinations/{id}/events`: synchronous delivery, per-event results.
+pub async fn destination_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let dest = destination_for(&state, &id, &headers)?;
+    let value = read_json(&state, &headers, body).await?;
+    let events = direct_events(value, &state)?;
+    let report = sink::deliver(&state.deliverer, dest, &events, now_ms()).await;
+    let results: Vec<Value> = (0..events.len()).map(|i| multistatus(dest, &report, i)).collect();
+    let status = if report.any_failed() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(json!({ "results": results }))).into_response();
+    if report.any_failed() {
+        let secs = report.retry_after().unwrap_or(DEFAULT_RETRY_AFTER).as_secs().max(1);
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    Ok(response)
+}
+
+/// `POST /v1/destinations/{id}/preview`: what would be sent; nothing is delivered.
+pub async fn destination_preview(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let dest = destination_for(&state, &id, &headers)?;
+    let value = read_json(&state, &headers, body).await?;
+    let (events, mode) = match value {
+        Value::Object(mut map) if map.contains_key("event") && map.get("event").is_some_and(Value::is_object) => {
+            (vec![map.remove("event").unwrap_or(Value::Null)], Mode::Single)
+        }
+        Value::Object(mut map) if map.contains_key("events") => match map.remove("events") {
+            Some(Value::Array(items)) => (items, Mode::Batch),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_events",
+                    "field \"events\" must be an array",
+                ))
+            }
+        },
+        Value::Array(items) => (items, Mode::Batch),
+        other => (vec![other], Mode::Single),
+    };
+    let mut result = crate::preview::run_destination(&dest.destination, &[], &events, mode, now_ms());
+    redact_authorization(&mut result);
+    Ok(Json(result).into_response())
+}
+
+/// Preview answers never show credentials.
+fn redact_authorization(result: &mut Value) {
+    if let Some(Value::Array(requests)) = result.get_mut("requests") {
+        for r in requests {
+            if let Some(auth) = r.get_mut("headers").and_then(|h| h.get_mut("authorization")) {
+                *auth = Value::String("Basic [redacted]".into());
+            }
+        }
+    }
+}
+
+fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.config.admin_token else {
+        return false;
+    };
+    let Some(given) = authorization(headers).and_then(|a| a.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.expose_secret().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /admin/config`: the running configuration without secrets.
+pub async fn admin_config(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.config.admin_token.is_none() {
+        return Err(ApiError::not_found(
+            "admin endpoints are off: no admin_token is configured",
+        ));
+    }
+    if !admin_ok(&state, &headers) {
+        return Err(ApiError::unauthorized(
+            "admin endpoints need Authorization: Bearer <admin_token>",
+        ));
+    }
+    let c = &state.config;
+    let destinations: Vec<Value> = c
+        .destinations
+        .iter()
+        .map(|d| {
+            let s = &d.destination.settings;
+            json!({
+                "id": d.id,
+                "write_keys": d.write_keys.len(),
+                "region": format!("{:?}", s.region),
+                "base_url": s.base_url(),
+                "strict_mode": s.strict_mode,
+                "source_name": s.source_name,
+                "dry_run": d.dry_run,
+                "batch_size": d.batch_size,
+                "gzip": d.gzip,
+                "subscriptions": d.destination.subscriptions.iter().map(|s| json!({
+                    "name": s.name, "subscribe": s.trigger.source(), "partnerAction": s.action.name(), "enabled": s.enabled
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "listen": c.listen.to_string(),
+        "limits": {
+            "max_event_bytes": c.limits.max_event_bytes,
+            "max_request_bytes": c.limits.max_request_bytes,
+            "max_nesting_depth": c.limits.max_nesting_depth,
+            "max_batch_events": c.limits.max_batch_events,
+        },
+        "destinations": destinations,
+    }))
+    .into_response())
+}

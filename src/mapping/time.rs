@@ -1,0 +1,1315 @@
+//! Time values: the reference's "date-like" check and its conversion of a `time`
+//! field to epoch milliseconds.
+//!
+//! Pure and total: no clock, no I/O, no panics on any input. "Now" is never read
+//! here: where the reference would send the current time, these functions return
+//! `None` and the caller substitutes its own clock (the `now_ms` of a case).
+//!
+//! The reference (actions-core on Node.js, run with the process time zone set to
+//! UTC) decides with two small pieces of JavaScript that this module reproduces:
+//!
+//! * **Validation** of a `datetime` field string (the ajv format `date-like`):
+//!   when the string is the canonical text of a number (`String(Number(s)) === s`,
+//!   e.g. `"1629213675"`, `"-5"`, `"1.5"`, `"1e+21"`, `"NaN"`), it is read as epoch
+//!   *seconds* and is valid when `seconds * 1000` is a valid JavaScript time
+//!   (finite, at most 8.64e15 in magnitude). Any other string is valid when dayjs
+//!   can parse it (below).
+//! * **Conversion** (`dayjs.utc(time).valueOf()`, or the current time when the
+//!   value is falsy — `""`, `0` — or unparseable). Numbers are epoch milliseconds
+//!   as they are, truncated toward zero (`new Date(n)`). Strings go through dayjs:
+//!   - a string that does not end in `z`/`Z` and matches dayjs's loose pattern
+//!     `^(\d{4})[-/]?(\d{1,2})?[-/]?(\d{0,2})[Tt\s]*(\d{1,2})?:?(\d{1,2})?:?(\d{1,2})?[.:]?(\d+)?$`
+//!     is read field by field as UTC with JavaScript's `Date.UTC` overflow rules
+//!     (`"2021-02-30"` is 2021-03-02; month `0` is the previous December; a missing
+//!     day is 1; milliseconds are the *first three digits as an integer*, so `.5`
+//!     is 5 ms; years 0000-0099 mean 1900-1999). Pure digit strings match too:
+//!     `"1629213675449"` is year 1629, month 21, day 36, 75:44:09.
+//!   - anything else is handed to `new Date(string)`, i.e. V8's date parser: the
+//!     ES5 ISO form (`2021-08-17T15:21:15.449+05:30`, also `+0530`, `Z`, hour 24
+//!     only as `24:00`), and otherwise V8's legacy parser (RFC 2822
+//!     `Tue, 17 Aug 2021 15:21:15 GMT`, `Aug 17 2021 15:21:15`, month names, AM/PM,
+//!     `GMT+hhmm`, US zone names, two-digit years, ...). Local times are UTC here,
+//!     as they were for the reference.
+//!
+//! The V8 port below follows the structure of V8's `DateParser` (a tokenizer plus
+//! day, time and zone "composers") over UTF-16 code units, because its quirks are
+//! the behaviour: a NUL code unit ends the input, any code unit from `A` upwards
+//! that is not white space belongs to a word (so `é` or U+2028 make a word), only
+//! the first three letters of a word are looked at, numerals keep their first nine
+//! significant digits, and `GMT+hh:` offsets wrap in 32-bit arithmetic. It was
+//! checked against Node.js 20 (V8 11.3) and dayjs 1.11 on several hundred
+//! thousand generated strings.
+
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// The largest magnitude of a valid JavaScript time value (ms), ECMA-262 TimeClip.
+const MAX_TIME_MS: f64 = 8.64e15;
+/// V8 allows local times ten days beyond the range before converting to UTC.
+const MAX_TIME_BEFORE_UTC_MS: f64 = 8.64e15 + 864_000_000.0;
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// JavaScript's `\s` (WhiteSpace and LineTerminator), as a regex class body.
+const JS_WHITESPACE_CLASS: &str =
+    r"\t\n\x0B\x0C\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
+
+/// dayjs's `REGEX_PARSE` with JavaScript's ASCII `\d` and `\s` spelled out.
+/// The regex crate's leftmost-first semantics give the same captures as
+/// JavaScript's backtracking engine for this pattern.
+static DAYJS_PATTERN: LazyLock<Regex> = LazyLock::new(|| {
+    let pattern = format!(
+        "^([0-9]{{4}})[-/]?([0-9]{{1,2}})?[-/]?([0-9]{{0,2}})[Tt{JS_WHITESPACE_CLASS}]*\
+         ([0-9]{{1,2}})?:?([0-9]{{1,2}})?:?([0-9]{{1,2}})?[.:]?([0-9]+)?$"
+    );
+    // The pattern is a constant, not input: failing to compile it is a programming
+    // error that the unit tests catch, never a reaction to user data.
+    #[allow(clippy::expect_used)]
+    Regex::new(&pattern).expect("the dayjs pattern is a valid constant regex")
+});
+
+/// The reference's "date-like" check for a string (ajv format used by datetime fields).
+pub fn is_date_like(s: &str) -> bool {
+    if let Some(seconds) = canonical_js_number(s) {
+        // `dayjs.unix(n)` is `new Date(n * 1000)`.
+        return time_clip(seconds * 1000.0).is_some();
+    }
+    dayjs_parse(s).is_some()
+}
+
+/// The epoch-millisecond value the reference sends for a `time` string that passed
+/// validation: `dayjs.utc(s).valueOf()`. `None` when the reference would send the
+/// current time instead: the string is empty (falsy) or cannot be parsed.
+pub fn to_epoch_ms_str(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    dayjs_parse(s)
+}
+
+/// The epoch-millisecond value the reference sends for a numeric `time`: the
+/// number itself, truncated toward zero (`new Date(n)`). `None` when the reference
+/// would send the current time instead: `0` and NaN (falsy), infinities and
+/// magnitudes above 8.64e15 (invalid dates).
+pub fn to_epoch_ms_number(n: f64) -> Option<i64> {
+    if n == 0.0 || n.is_nan() {
+        return None;
+    }
+    time_clip(n)
+}
+
+/// ECMA-262 TimeClip, as whole milliseconds.
+fn time_clip(ms: f64) -> Option<i64> {
+    if !ms.is_finite() || ms.abs() > MAX_TIME_MS {
+        return None;
+    }
+    // In range by the check above, so the cast is exact after truncation.
+    Some(ms.trunc() as i64)
+}
+
+/// `dayjs(s)` / `dayjs.utc(s)` for a string (identical with the zone at UTC).
+fn dayjs_parse(s: &str) -> Option<i64> {
+    if !s.ends_with(['z', 'Z']) {
+        if let Some(caps) = DAYJS_PATTERN.captures(s) {
+            let field = |i: usize| caps.get(i).map(|m| m.as_str());
+            return dayjs_fields(
+                field(1).unwrap_or(""),
+                field(2),
+                field(3).unwrap_or(""),
+                [field(4), field(5), field(6)],
+                field(7),
+            );
+        }
+    }
+    v8_parse_date(s)
+}
+
+/// `Date.UTC(year, month - 1 || 0, day || 1, h || 0, m || 0, s || 0, ms.slice(0, 3))`.
+fn dayjs_fields(
+    year: &str,
+    month: Option<&str>,
+    day: &str,
+    hms: [Option<&str>; 3],
+    fraction: Option<&str>,
+) -> Option<i64> {
+    let number = |digits: &str| digits.parse::<i64>().ok();
+    let mut year = number(year)?;
+    // `Date.UTC` maps years 0..=99 to 1900..=1999.
+    if (0..=99).contains(&year) {
+        year += 1900;
+    }
+    let month0 = match month {
+        Some(m) => number(m)? - 1,
+        None => 0,
+    };
+    let day = if day.is_empty() { 1 } else { number(day)? };
+    let [h, mi, sec] = hms.map(|part| part.map_or(Some(0), number));
+    let ms = match fraction {
+        Some(f) => number(f.get(..3).unwrap_or(f))?,
+        None => 0,
+    };
+    let days = make_day(year, month0, day)?;
+    let time = make_time(h?, mi?, sec?, ms);
+    time_clip((days * MS_PER_DAY + time) as f64)
+}
+
+/// ECMA-262 MakeDay with V8's accepted ranges, as days since the epoch.
+fn make_day(year: i64, month0: i64, day: i64) -> Option<i64> {
+    const MAX_YEAR: i64 = 1_000_000;
+    const MAX_MONTH: i64 = 10_000_000;
+    if !(-MAX_YEAR..=MAX_YEAR).contains(&year) || !(-MAX_MONTH..=MAX_MONTH).contains(&month0) {
+        return None;
+    }
+    let y = year + month0.div_euclid(12);
+    let m = month0.rem_euclid(12) + 1;
+    Some(days_from_civil(y, m) + day - 1)
+}
+
+/// Days from 1970-01-01 to the first day of month `m` (1-12) of proleptic
+/// Gregorian year `y`.
+fn days_from_civil(y: i64, m: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn make_time(hour: i64, minute: i64, second: i64, ms: i64) -> i64 {
+    hour * 3_600_000 + minute * 60_000 + second * 1000 + ms
+}
+
+// ---------------------------------------------------------------------------
+// `String(Number(s)) === s`
+// ---------------------------------------------------------------------------
+
+/// The number `s` denotes when `s` is exactly JavaScript's `String(Number(s))`.
+fn canonical_js_number(s: &str) -> Option<f64> {
+    // Every canonical number text is made of these characters, or is one of
+    // "NaN", "Infinity", "-Infinity".
+    match s {
+        "NaN" => return Some(f64::NAN),
+        "Infinity" => return Some(f64::INFINITY),
+        "-Infinity" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit() || b"-+.e".contains(&b)) {
+        return None;
+    }
+    // Rust's parser is correctly rounded like JavaScript's; the text comparison
+    // below rejects every spelling JavaScript would not produce.
+    let value: f64 = s.parse().ok()?;
+    (js_number_to_string(value) == s).then_some(value)
+}
+
+/// ECMA-262 Number::toString (radix 10).
+fn js_number_to_string(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    if v < 0.0 {
+        return format!("-{}", js_number_to_string(-v));
+    }
+    let (digits, n) = shortest_digits(v);
+    let k = digits.len() as i64;
+    if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at_checked(n as usize).unwrap_or((&digits, ""));
+        format!("{int}.{frac}")
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat((-n) as usize))
+    } else {
+        let (first, rest) = digits.split_at_checked(1).unwrap_or((&digits, ""));
+        let sign = if n > 0 { '+' } else { '-' };
+        let dot = if rest.is_empty() { "" } else { "." };
+        format!("{first}{dot}{rest}e{sign}{}", (n - 1).abs())
+    }
+}
+
+/// The shortest decimal digits that round-trip to `v` (finite, positive), closest
+/// to `v` with ties to even as JavaScript requires, and the exponent `n` such that
+/// `v = 0.d1d2... * 10^n`. serde_json's float formatter makes that choice (Rust's
+/// own `{:e}` does not always pick the closest); only its layout is re-read here.
+fn shortest_digits(v: f64) -> (String, i64) {
+    let text = serde_json::Value::from(v).to_string();
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (text.as_str(), 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let trimmed = all.trim_start_matches('0');
+    let leading_zeros = (all.len() - trimmed.len()) as i64;
+    let digits = trimmed.trim_end_matches('0').to_owned();
+    (digits, exponent + int.len() as i64 - leading_zeros)
+}
+
+// ---------------------------------------------------------------------------
+// V8's date parser (`new Date(string)`), zone fixed at UTC.
+// ---------------------------------------------------------------------------
+
+/// V8's "no value" marker (`kMaxInt`).
+const NONE: i32 = i32::MAX;
+/// V8 keeps only this many leading digits of a numeral.
+const MAX_SIGNIFICANT_DIGITS: usize = 9;
+/// Largest Smi on 64-bit V8 without pointer compression (Node.js).
+const SMI_MAX: u32 = i32::MAX as u32;
+
+fn between(x: i32, lo: i32, hi: i32) -> bool {
+    lo <= x && x <= hi
+}
+fn is_month(x: i32) -> bool {
+    between(x, 1, 12)
+}
+fn is_day(x: i32) -> bool {
+    between(x, 1, 31)
+}
+fn is_hour(x: i32) -> bool {
+    between(x, 0, 23)
+}
+fn is_minute(x: i32) -> bool {
+    between(x, 0, 59)
+}
+fn is_second(x: i32) -> bool {
+    between(x, 0, 59)
+}
+fn is_hour12(x: i32) -> bool {
+    between(x, 0, 12)
+}
+fn is_millisecond(x: i32) -> bool {
+    between(x, 0, 999)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeywordKind {
+    Invalid,
+    MonthName,
+    TimeZoneName,
+    TimeSeparator,
+    AmPm,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Token {
+    Invalid,
+    Unknown,
+    Number { value: i32, len: usize },
+    Symbol(u8),
+    WhiteSpace,
+    EndOfInput,
+    Keyword { kind: KeywordKind, value: i32, len: usize },
+}
+
+impl Token {
+    fn is_number(self) -> bool {
+        matches!(self, Token::Number { .. })
+    }
+    fn is_fixed_length_number(self, length: usize) -> bool {
+        matches!(self, Token::Number { len, .. } if len == length)
+    }
+    /// The numeral's value (0 for other tokens; callers check first).
+    fn number(self) -> i32 {
+        match self {
+            Token::Number { value, .. } => value,
+            _ => 0,
+        }
+    }
+    fn is_symbol(self, c: u8) -> bool {
+        self == Token::Symbol(c)
+    }
+    fn ascii_sign(self) -> Option<i32> {
+        match self {
+            Token::Symbol(b'+') => Some(1),
+            Token::Symbol(b'-') => Some(-1),
+            _ => None,
+        }
+    }
+    fn is_keyword_kind(self, wanted: KeywordKind) -> bool {
+        matches!(self, Token::Keyword { kind, .. } if kind == wanted)
+    }
+    fn is_keyword_z(self) -> bool {
+        self == Token::Keyword {
+            kind: KeywordKind::TimeZoneName,
+            value: 0,
+            len: 1,
+        }
+    }
+}
+
+/// (three-letter lower-case prefix, kind, value), in V8's lookup order.
+const KEYWORDS: [([u32; 3], KeywordKind, i32); 27] = {
+    use KeywordKind::*;
+    const fn w(s: &[u8; 3]) -> [u32; 3] {
+        [s[0] as u32, s[1] as u32, s[2] as u32]
+    }
+    [
+        (w(b"jan"), MonthName, 1),
+        (w(b"feb"), MonthName, 2),
+        (w(b"mar"), MonthName, 3),
+        (w(b"apr"), MonthName, 4),
+        (w(b"may"), MonthName, 5),
+        (w(b"jun"), MonthName, 6),
+        (w(b"jul"), MonthName, 7),
+        (w(b"aug"), MonthName, 8),
+        (w(b"sep"), MonthName, 9),
+        (w(b"oct"), MonthName, 10),
+        (w(b"nov"), MonthName, 11),
+        (w(b"dec"), MonthName, 12),
+        (w(b"am\0"), AmPm, 0),
+        (w(b"pm\0"), AmPm, 12),
+        (w(b"ut\0"), TimeZoneName, 0),
+        (w(b"utc"), TimeZoneName, 0),
+        (w(b"z\0\0"), TimeZoneName, 0),
+        (w(b"gmt"), TimeZoneName, 0),
+        (w(b"cdt"), TimeZoneName, -5),
+        (w(b"cst"), TimeZoneName, -6),
+        (w(b"edt"), TimeZoneName, -4),
+        (w(b"est"), TimeZoneName, -5),
+        (w(b"mdt"), TimeZoneName, -6),
+        (w(b"mst"), TimeZoneName, -7),
+        (w(b"pdt"), TimeZoneName, -7),
+        (w(b"pst"), TimeZoneName, -8),
+        (w(b"t\0\0"), TimeSeparator, 0),
+    ]
+};
+
+/// A word: only month names may be longer than their three-letter prefix.
+fn lookup_keyword(prefix: [u32; 3], len: usize) -> (KeywordKind, i32) {
+    KEYWORDS
+        .iter()
+        .find(|(key, kind, _)| *key == prefix && (len <= 3 || *kind == KeywordKind::MonthName))
+        .map_or((KeywordKind::Invalid, 0), |&(_, kind, value)| (kind, value))
+}
+
+/// JavaScript WhiteSpace (a UTF-16 code unit), line terminators excluded.
+fn is_js_white_space(c: u32) -> bool {
+    matches!(
+        c,
+        0x09 | 0x0B | 0x0C | 0x20 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000 | 0xFEFF
+    )
+}
+
+/// JavaScript WhiteSpace or LineTerminator (a UTF-16 code unit).
+fn is_js_white_space_or_line_terminator(c: u32) -> bool {
+    is_js_white_space(c) || matches!(c, 0x0A | 0x0D | 0x2028 | 0x2029)
+}
+
+/// Character source over UTF-16 code units; `ch == 0` means end (as in V8, a NUL
+/// code unit also ends the input).
+struct Reader<'a> {
+    buf: &'a [u16],
+    index: usize,
+    ch: u32,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u16]) -> Self {
+        let mut reader = Reader { buf, index: 0, ch: 0 };
+        reader.advance();
+        reader
+    }
+    fn advance(&mut self) {
+        self.ch = self.buf.get(self.index).map_or(0, |&c| u32::from(c));
+        self.index += 1;
+    }
+    fn is_digit(&self) -> bool {
+        (u32::from(b'0')..=u32::from(b'9')).contains(&self.ch)
+    }
+    /// A word is a run of code units from `A` upwards that are not white space
+    /// (line terminators such as U+2028 do belong to words).
+    fn is_word_char(&self) -> bool {
+        self.ch >= u32::from(b'A') && !is_js_white_space(self.ch)
+    }
+    fn skip(&mut self, c: u8) -> bool {
+        if self.ch == u32::from(c) {
+            self.advance();
+            return true;
+        }
+        false
+    }
+    fn read_numeral(&mut self) -> i32 {
+        // Leading zeros are skipped before the nine significant digits are counted.
+        while self.ch == u32::from(b'0') {
+            self.advance();
+        }
+        let mut n: i32 = 0;
+        let mut i = 0;
+        while self.is_digit() {
+            if i < MAX_SIGNIFICANT_DIGITS {
+                // At most nine digits: fits in i32.
+                n = n * 10 + (self.ch - u32::from(b'0')) as i32;
+            }
+            i += 1;
+            self.advance();
+        }
+        n
+    }
+    fn read_word(&mut self) -> ([u32; 3], usize) {
+        let mut prefix = [0u32; 3];
+        let mut len = 0;
+        while self.is_word_char() {
+            if let Some(slot) = prefix.get_mut(len) {
+                *slot = self.ch | 0x20;
+            }
+            len += 1;
+            self.advance();
+        }
+        (prefix, len)
+    }
+    fn skip_white_space(&mut self) -> bool {
+        if is_js_white_space_or_line_terminator(self.ch) {
+            self.advance();
+            return true;
+        }
+        false
+    }
+    fn skip_parentheses(&mut self) -> bool {
+        if self.ch != u32::from(b'(') {
+            return false;
+        }
+        let mut balance: i64 = 0;
+        loop {
+            if self.ch == u32::from(b')') {
+                balance -= 1;
+            } else if self.ch == u32::from(b'(') {
+                balance += 1;
+            }
+            self.advance();
+            if !(balance > 0 && self.ch != 0) {
+                break;
+            }
+        }
+        true
+    }
+}
+
+struct Tokenizer<'a> {
+    reader: Reader<'a>,
+    next: Token,
+}
+
+impl<'a> Tokenizer<'a> {
+    fn new(buf: &'a [u16]) -> Self {
+        let mut reader = Reader::new(buf);
+        let next = Self::scan(&mut reader);
+        Tokenizer { reader, next }
+    }
+    fn next(&mut self) -> Token {
+        let result = self.next;
+        self.next = Self::scan(&mut self.reader);
+        result
+    }
+    fn peek(&self) -> Token {
+        self.next
+    }
+    fn skip_symbol(&mut self, c: u8) -> bool {
+        if self.next.is_symbol(c) {
+            self.next = Self::scan(&mut self.reader);
+            return true;
+        }
+        false
+    }
+    fn scan(r: &mut Reader<'_>) -> Token {
+        let start = r.index;
+        if r.ch == 0 {
+            return Token::EndOfInput;
+        }
+        if r.is_digit() {
+            let value = r.read_numeral();
+            return Token::Number {
+                value,
+                len: r.index - start,
+            };
+        }
+        for c in [b':', b'-', b'+', b'.', b')'] {
+            if r.skip(c) {
+                return Token::Symbol(c);
+            }
+        }
+        if r.is_word_char() {
+            let (prefix, len) = r.read_word();
+            let (kind, value) = lookup_keyword(prefix, len);
+            return Token::Keyword { kind, value, len };
+        }
+        if r.skip_white_space() {
+            return Token::WhiteSpace;
+        }
+        if r.skip_parentheses() {
+            return Token::Unknown;
+        }
+        r.advance();
+        Token::Unknown
+    }
+}
+
+/// The first three significant digits of a fraction, as milliseconds.
+fn read_milliseconds(token: Token) -> i32 {
+    let (mut number, mut length) = match token {
+        Token::Number { value, len } => (value, len),
+        _ => return 0,
+    };
+    if length == 1 {
+        number *= 100;
+    } else if length == 2 {
+        number *= 10;
+    } else if length > 3 {
+        length = length.min(MAX_SIGNIFICANT_DIGITS);
+        let mut factor = 1;
+        while length > 3 {
+            factor *= 10;
+            length -= 1;
+        }
+        number /= factor;
+    }
+    number
+}
+
+#[derive(Default)]
+struct DayComposer {
+    comp: [i32; 3],
+    index: usize,
+    named_month: Option<i32>,
+    is_iso_date: bool,
+}
+
+impl DayComposer {
+    fn is_empty(&self) -> bool {
+        self.index == 0
+    }
+    fn add(&mut self, n: i32) -> bool {
+        match self.comp.get_mut(self.index) {
+            Some(slot) => {
+                *slot = n;
+                self.index += 1;
+                true
+            }
+            None => false,
+        }
+    }
+    /// (year, month 1-12, day)
+    fn write(mut self) -> Option<(i32, i32, i32)> {
+        if self.index < 1 {
+            return None;
+        }
+        while self.add(1) {}
+        let [c0, c1, c2] = self.comp;
+        let (mut year, month, day) = match self.named_month {
+            None if self.is_iso_date || !is_day(c0) => (c0, c1, c2),
+            None => (c2, c0, c1),
+            Some(month) if !is_day(c0) => (c0, month, c1),
+            Some(month) => (c1, month, c0),
+        };
+        if !self.is_iso_date {
+            if between(year, 0, 49) {
+                year += 2000;
+            } else if between(year, 50, 99) {
+                year += 1900;
+            }
+        }
+        (is_month(month) && is_day(day)).then_some((year, month, day))
+    }
+}
+
+struct TimeComposer {
+    comp: [i32; 4],
+    index: usize,
+    hour_offset: Option<i32>,
+}
+
+impl TimeComposer {
+    fn new() -> Self {
+        TimeComposer {
+            comp: [0; 4],
+            index: 0,
+            hour_offset: None,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.index == 0
+    }
+    fn is_expecting(&self, n: i32) -> bool {
+        (self.index == 1 && is_minute(n)) || (self.index == 2 && is_second(n)) || (self.index == 3 && is_millisecond(n))
+    }
+    fn add(&mut self, n: i32) -> bool {
+        match self.comp.get_mut(self.index) {
+            Some(slot) => {
+                *slot = n;
+                self.index += 1;
+                true
+            }
+            None => false,
+        }
+    }
+    fn add_final(&mut self, n: i32) -> bool {
+        if !self.add(n) {
+            return false;
+        }
+        while self.add(0) {}
+        true
+    }
+    /// (hour, minute, second, millisecond)
+    fn write(self) -> Option<[i32; 4]> {
+        let [mut hour, minute, second, ms] = self.comp;
+        if let Some(offset) = self.hour_offset {
+            if !is_hour12(hour) {
+                return None;
+            }
+            hour = hour % 12 + offset;
+        }
+        let in_range = is_hour(hour) && is_minute(minute) && is_second(second) && is_millisecond(ms);
+        let midnight_24 = hour == 24 && minute == 0 && second == 0 && ms == 0;
+        (in_range || midnight_24).then_some([hour, minute, second, ms])
+    }
+}
+
+struct TimeZoneComposer {
+    sign: i32,
+    hour: i32,
+    minute: i32,
+}
+
+impl TimeZoneComposer {
+    fn new() -> Self {
+        TimeZoneComposer {
+            sign: NONE,
+            hour: NONE,
+            minute: NONE,
+        }
+    }
+    fn set(&mut self, offset_in_hours: i32) {
+        self.sign = if offset_in_hours < 0 { -1 } else { 1 };
+        self.hour = offset_in_hours * self.sign;
+        self.minute = 0;
+    }
+    fn set_sign(&mut self, sign: i32) {
+        self.sign = if sign < 0 { -1 } else { 1 };
+    }
+    fn is_expecting(&self, n: i32) -> bool {
+        self.hour != NONE && self.minute == NONE && is_minute(n)
+    }
+    fn is_utc(&self) -> bool {
+        self.hour == 0 && self.minute == 0
+    }
+    fn is_empty(&self) -> bool {
+        self.hour == NONE
+    }
+    /// `Ok(None)`: no zone given (local time); `Ok(Some(seconds))`: the offset.
+    fn write(self) -> Result<Option<i64>, ()> {
+        if self.sign == NONE {
+            return Ok(None);
+        }
+        let hour = if self.hour == NONE { 0 } else { self.hour };
+        let minute = if self.minute == NONE { 0 } else { self.minute };
+        // V8 computes this in unsigned 32-bit arithmetic (wrapping).
+        let total = (hour as u32)
+            .wrapping_mul(3600)
+            .wrapping_add((minute as u32).wrapping_mul(60));
+        if total > SMI_MAX {
+            return Err(());
+        }
+        let total = i64::from(total);
+        Ok(Some(if self.sign < 0 { -total } else { total }))
+    }
+}
+
+/// `new Date(s).getTime()` in a UTC process, `None` for an invalid date.
+fn v8_parse_date(s: &str) -> Option<i64> {
+    let units: Vec<u16> = s.encode_utf16().collect();
+    let (year, month, day, [hour, minute, second, ms], offset) = v8_parse_fields(&units)?;
+    let days = make_day(i64::from(year), i64::from(month) - 1, i64::from(day))?;
+    let time = make_time(i64::from(hour), i64::from(minute), i64::from(second), i64::from(ms));
+    let mut date = (days * MS_PER_DAY + time) as f64;
+    match offset {
+        None => {
+            if date.abs() > MAX_TIME_BEFORE_UTC_MS {
+                return None;
+            }
+        }
+        Some(seconds) => {
+            date -= seconds as f64 * 1000.0;
+            if date.abs() > MAX_TIME_MS {
+                return None;
+            }
+        }
+    }
+    time_clip(date)
+}
+
+type V8Fields = (i32, i32, i32, [i32; 4], Option<i64>);
+
+/// V8 `DateParser::Parse`: the ES5 ISO form first, then the legacy parser on
+/// whatever is left.
+fn v8_parse_fields(units: &[u16]) -> Option<V8Fields> {
+    let mut scanner = Tokenizer::new(units);
+    let mut day = DayComposer::default();
+    let mut time = TimeComposer::new();
+    let mut tz = TimeZoneComposer::new();
+
+    let first = parse_es5_date_time(&mut scanner, &mut day, &mut time, &mut tz);
+    if first == Token::Invalid {
+        return None;
+    }
+    let mut has_read_number = !day.is_empty();
+    let mut token = first;
+    while token != Token::EndOfInput {
+        match token {
+            Token::Number { value: n, .. } => {
+                has_read_number = true;
+                if scanner.skip_symbol(b':') {
+                    if scanner.skip_symbol(b':') {
+                        // n + "::"
+                        if !time.is_empty() {
+                            return None;
+                        }
+                        time.add(n);
+                        time.add(0);
+                    } else {
+                        // n + ":"
+                        if !time.add(n) {
+                            return None;
+                        }
+                        if scanner.peek().is_symbol(b'.') {
+                            scanner.next();
+                        }
+                    }
+                } else if scanner.skip_symbol(b'.') && time.is_expecting(n) {
+                    time.add(n);
+                    if !scanner.peek().is_number() {
+                        return None;
+                    }
+                    let fraction = read_milliseconds(scanner.next());
+                    if fraction < 0 {
+                        return None;
+                    }
+                    time.add_final(fraction);
+                } else if tz.is_expecting(n) {
+                    tz.minute = n;
+                } else if time.is_expecting(n) {
+                    time.add_final(n);
+                    // Require end, white space, "Z", "+" or "-" right after the time.
+                    let peek = scanner.peek();
+                    if peek != Token::EndOfInput
+                        && peek != Token::WhiteSpace
+                        && !peek.is_keyword_z()
+                        && peek.ascii_sign().is_none()
+                    {
+                        return None;
+                    }
+                } else {
+                    if !day.add(n) {
+                        return None;
+                    }
+                    scanner.skip_symbol(b'-');
+                }
+            }
+            Token::Keyword { kind, value, .. } => {
+                if kind == KeywordKind::AmPm && !time.is_empty() {
+                    time.hour_offset = Some(value);
+                } else if kind == KeywordKind::MonthName {
+                    day.named_month = Some(value);
+                    scanner.skip_symbol(b'-');
+                } else if kind == KeywordKind::TimeZoneName && has_read_number {
+                    tz.set(value);
+                } else {
+                    // Garbage words are illegal once a number has been read, and
+                    // must be separated from the first number.
+                    if has_read_number || scanner.peek().is_number() {
+                        return None;
+                    }
+                }
+            }
+            _ if token.ascii_sign().is_some() && (tz.is_utc() || !time.is_empty()) => {
+                // A UTC offset, only after UTC or a time.
+                tz.set_sign(token.ascii_sign().unwrap_or(1));
+                let (mut n, mut length) = (0, 0);
+                if let Token::Number { value, len } = scanner.peek() {
+                    scanner.next();
+                    n = value;
+                    length = len;
+                }
+                has_read_number = true;
+                if scanner.peek().is_symbol(b':') {
+                    tz.hour = n;
+                    tz.minute = NONE;
+                } else if length == 1 || length == 2 {
+                    tz.hour = n;
+                    tz.minute = 0;
+                } else if length == 3 || length == 4 {
+                    tz.hour = n / 100;
+                    tz.minute = n % 100;
+                } else {
+                    return None;
+                }
+            }
+            _ if (token.ascii_sign().is_some() || token.is_symbol(b')')) && has_read_number => {
+                return None;
+            }
+            _ => {
+                // Other characters and white space are ignored.
+            }
+        }
+        token = scanner.next();
+    }
+
+    let (year, month, day) = day.write()?;
+    let hms = time.write()?;
+    let offset = tz.write().ok()?;
+    Some((year, month, day, hms, offset))
+}
+
+/// V8 `ParseES5DateTime`: returns the next token for the legacy parser,
+/// `EndOfInput` when the whole string was an ES5 date-time, or `Invalid`.
+fn parse_es5_date_time(
+    scanner: &mut Tokenizer<'_>,
+    day: &mut DayComposer,
+    time: &mut TimeComposer,
+    tz: &mut TimeZoneComposer,
+) -> Token {
+    // Mandatory date: [('-'|'+')yy]yyyy[-MM[-DD]]
+    if let Some(sign) = scanner.peek().ascii_sign() {
+        let sign_token = scanner.next();
+        if !scanner.peek().is_fixed_length_number(6) {
+            return sign_token;
+        }
+        let year = scanner.next().number();
+        if sign < 0 && year == 0 {
+            return sign_token;
+        }
+        day.add(sign * year);
+    } else if scanner.peek().is_fixed_length_number(4) {
+        day.add(scanner.next().number());
+    } else {
+        return scanner.next();
+    }
+    if scanner.skip_symbol(b'-') {
+        if !scanner.peek().is_fixed_length_number(2) || !is_month(scanner.peek().number()) {
+            return scanner.next();
+        }
+        day.add(scanner.next().number());
+        if scanner.skip_symbol(b'-') {
+            if !scanner.peek().is_fixed_length_number(2) || !is_day(scanner.peek().number()) {
+                return scanner.next();
+            }
+            day.add(scanner.next().number());
+        }
+    }
+    // Optional time: 'T'HH':'mm[':'ss['.'sss]][Z|(+|-)hh[:]mm]
+    if !scanner.peek().is_keyword_kind(KeywordKind::TimeSeparator) {
+        if scanner.peek() != Token::EndOfInput {
+            return scanner.next();
+        }
+    } else {
+        scanner.next();
+        if !scanner.peek().is_fixed_length_number(2) || !between(scanner.peek().number(), 0, 24) {
+            return Token::Invalid;
+        }
+        // 24:00[:00[.000]] is allowed, no other time starting with 24.
+        let hour_is_24 = scanner.peek().number() == 24;
+        time.add(scanner.next().number());
+        if !scanner.skip_symbol(b':') {
+            return Token::Invalid;
+        }
+        if !scanner.peek().is_fixed_length_number(2)
+            || !is_minute(scanner.peek().number())
+            || (hour_is_24 && scanner.peek().number() > 0)
+        {
+            return Token::Invalid;
+        }
+        time.add(scanner.next().number());
+        if scanner.skip_symbol(b':') {
+            if !scanner.peek().is_fixed_length_number(2)
+                || !is_second(scanner.peek().number())
+                || (hour_is_24 && scanner.peek().number() > 0)
+            {
+                return Token::Invalid;
+            }
+            time.add(scanner.next().number());
+            if scanner.skip_symbol(b'.') {
+                if !scanner.peek().is_number() || (hour_is_24 && scanner.peek().number() > 0) {
+                    return Token::Invalid;
+                }
+                time.add(read_milliseconds(scanner.next()));
+            }
+        }
+        if scanner.peek().is_keyword_z() {
+            scanner.next();
+            tz.set(0);
+        } else if let Some(sign) = scanner.peek().ascii_sign() {
+            scanner.next();
+            tz.set_sign(sign);
+            if scanner.peek().is_fixed_length_number(4) {
+                // hhmm extension.
+                let hourmin = scanner.next().number();
+                let (hour, minute) = (hourmin / 100, hourmin % 100);
+                if !is_hour(hour) || !is_minute(minute) {
+                    return Token::Invalid;
+                }
+                tz.hour = hour;
+                tz.minute = minute;
+            } else {
+                if !scanner.peek().is_fixed_length_number(2) || !is_hour(scanner.peek().number()) {
+                    return Token::Invalid;
+                }
+                tz.hour = scanner.next().number();
+                if !scanner.skip_symbol(b':') {
+                    return Token::Invalid;
+                }
+                if !scanner.peek().is_fixed_length_number(2) || !is_minute(scanner.peek().number()) {
+                    return Token::Invalid;
+                }
+                tz.minute = scanner.next().number();
+            }
+        }
+        if scanner.peek() != Token::EndOfInput {
+            return Token::Invalid;
+        }
+    }
+    // A complete ES5 string. Date-only forms without a zone are UTC.
+    if tz.is_empty() && time.is_empty() {
+        tz.set(0);
+    }
+    day.is_iso_date = true;
+    Token::EndOfInput
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `(timestamp, expected properties.time)` pairs of the published conformance
+    /// vectors that use the default `time` mapping (`$.timestamp`).
+    const CONFORMANCE_VALID: &[(&str, i64)] = &[
+        ("1629213675", -10_705_035_600_000),
+        ("1629213675449", -10_705_032_951_000),
+        ("1970-01-01T00:00:00.000Z", 0),
+        ("2019-06-19T03:33:22.736Z", 1_560_915_202_736),
+        ("2019-11-26T22:23:41.183Z", 1_574_807_021_183),
+        ("2020-03-13T16:36:39.007Z", 1_584_117_399_007),
+        ("2020-03-22T17:10:46.828Z", 1_584_897_046_828),
+        ("2020-04-08T12:37:31.354Z", 1_586_349_451_354),
+        ("2020-10-10T05:20:45.369Z", 1_602_307_245_369),
+        ("2021", 1_609_459_200_000),
+        ("2021-02-30T00:00:00Z", 1_614_643_200_000),
+        ("2021-04-10T10:54:36.512Z", 1_618_052_076_512),
+        ("2021-07-19T05:52:29.953Z", 1_626_673_949_953),
+        ("2021-08", 1_627_776_000_000),
+        ("2021-08-17 15:21:15", 1_629_213_675_000),
+        ("2021-08-17T15:21:15", 1_629_213_675_000),
+        ("2021-08-17T15:21:15-08:00", 1_629_242_475_000),
+        ("2021-08-17T15:21:15.123456Z", 1_629_213_675_123),
+        ("2021-08-17T15:21:15.449+0530", 1_629_193_875_449),
+        ("2021-08-17T15:21:15.449+05:30", 1_629_193_875_449),
+        ("2021-08-17T15:21:15.449Z", 1_629_213_675_449),
+        ("2021-08-17T15:21:15Z", 1_629_213_675_000),
+        ("2021-12-11T22:02:29.465Z", 1_639_260_149_465),
+        ("2022-02-15T04:49:33.122Z", 1_644_900_573_122),
+        ("2022-03-19T04:48:14.283Z", 1_647_665_294_283),
+        ("2022-11-01T17:32:17.690Z", 1_667_323_937_690),
+        ("2023-03-02T19:19:57.540Z", 1_677_784_797_540),
+        ("2023-04-11T02:15:07.434Z", 1_681_179_307_434),
+        ("2023-05-14T00:53:14.168Z", 1_684_025_594_168),
+        ("2023-08-22T07:31:36.636Z", 1_692_689_496_636),
+        ("2023-10-10T09:18:07.329Z", 1_696_929_487_329),
+        ("2023-11-15T11:47:23.133Z", 1_700_048_843_133),
+        ("2023-12-21T11:12:11.359Z", 1_703_157_131_359),
+        ("2024-02-09T22:04:34.081Z", 1_707_516_274_081),
+        ("2024-02-29T23:59:59.999Z", 1_709_251_199_999),
+        ("2024-06-11T04:12:35.908Z", 1_718_079_155_908),
+        ("2025-03-22T06:03:09.422Z", 1_742_623_389_422),
+        ("2099-12-31T23:59:59Z", 4_102_444_799_000),
+        ("Aug 17 2021 15:21:15", 1_629_213_675_000),
+        ("Tue, 17 Aug 2021 15:21:15 GMT", 1_629_213_675_000),
+    ];
+
+    /// Timestamps the conformance vectors reject with "Timestamp must be a valid
+    /// date-like string but it was not." (`""` only in batch mode: in single-event
+    /// mode it is removed before validation and the time is "now").
+    const CONFORMANCE_INVALID: &[&str] = &[
+        "   ",
+        "",
+        "0000-00-00T00:00:00Z",
+        "1e3",
+        "2021-08-17T25:00:00Z",
+        "2021-13-45T99:99:99Z",
+        "20210817T152115Z",
+        "NaN",
+        "not a date",
+        "yesterday",
+    ];
+
+    /// Numeric timestamps of the conformance vectors; `None` = "now".
+    const CONFORMANCE_NUMBERS: &[(f64, Option<i64>)] = &[
+        (-1.0, Some(-1)),
+        (0.0, None),
+        (1_629_213_675.0, Some(1_629_213_675)),
+        (1_629_213_675_449.0, Some(1_629_213_675_449)),
+        (1_629_213_675_449.5, Some(1_629_213_675_449)),
+    ];
+
+    /// `(string, date-like?, value sent)`: the reference's algorithm (dayjs 1.11
+    /// with the utc plugin on Node.js 20, TZ=UTC) run on each string.
+    const GENERAL_RULES: &[(&str, bool, Option<i64>)] = &[
+        // dayjs's loose pattern: UTC fields with overflow, ms = first 3 digits.
+        ("2021-02-30", true, Some(1_614_643_200_000)),
+        ("2021-02-29T12:00:00", true, Some(1_614_600_000_000)),
+        ("2021-08", true, Some(1_627_776_000_000)),
+        ("2021", true, Some(1_609_459_200_000)),
+        ("2021-8-7", true, Some(1_628_294_400_000)),
+        ("2021/08/17", true, Some(1_629_158_400_000)),
+        ("2021/08/17 15:21", true, Some(1_629_213_660_000)),
+        ("2021-08-17t15:21:15", true, Some(1_629_213_675_000)),
+        ("2021-08-17   15:21:15", true, Some(1_629_213_675_000)),
+        ("2021-08-17T15:21:15.5", true, Some(1_629_213_675_005)),
+        ("2021-08-17T15:21:15.05", true, Some(1_629_213_675_005)),
+        ("2021-08-17T15:21:15.123456", true, Some(1_629_213_675_123)),
+        ("2021-08-17T15:21:15:449", true, Some(1_629_213_675_449)),
+        ("2021-00-10", true, Some(1_607_558_400_000)),
+        ("2021-08-00", true, Some(1_627_689_600_000)),
+        ("2021-12-31T24:00:00", true, Some(1_640_995_200_000)),
+        ("0050-06-15", true, Some(-616_896_000_000)),
+        ("0100-01-01", true, Some(-59_011_459_200_000)),
+        ("20210817", true, Some(1_629_158_400_000)),
+        ("2021081715", true, Some(1_629_212_400_000)),
+        ("202108171521", true, Some(1_629_213_660_000)),
+        // A canonical number string is validated as epoch seconds (out of range
+        // here) but converted through the pattern.
+        ("20210817152115", false, Some(1_629_213_675_000)),
+        ("12345", true, Some(-23_215_507_200_000)),
+        ("9999-99-99T99:99:99", true, Some(253_637_152_839_000)),
+        // Ending in Z: V8's ES5 ISO parser.
+        ("2021-08-17Z", true, Some(1_629_158_400_000)),
+        ("2021-08-17T15:21Z", true, Some(1_629_213_660_000)),
+        ("2021-08-17T15:21:15.5Z", true, Some(1_629_213_675_500)),
+        ("2021-08-17T24:00:00Z", true, Some(1_629_244_800_000)),
+        ("2021-08-17T24:00:01Z", false, None),
+        ("2021-08-17T15:21:15+05", false, None),
+        ("2021-08-17T15:21:15+2400", false, None),
+        ("2021-08-17T15:21:15.449-0800", true, Some(1_629_242_475_449)),
+        ("2021-08-17T25:00:00Z", false, None),
+        ("2021-08-17T15:60:00Z", false, None),
+        ("2021-13-01T00:00:00Z", false, None),
+        ("2021-12-32T00:00:00Z", false, None),
+        ("+002021-08-17T00:00:00Z", true, Some(1_629_158_400_000)),
+        ("-000001-01-01T00:00:00Z", true, Some(-62_198_755_200_000)),
+        ("-000000-01-01T00:00:00Z", false, None),
+        ("+275760-09-13T00:00:00.000Z", true, Some(8_640_000_000_000_000)),
+        ("+275760-09-13T00:00:00.001Z", false, None),
+        // V8's legacy parser: RFC 2822, month names, AM/PM, zones.
+        ("Tue, 17 Aug 2021 15:21:15 +0530", true, Some(1_629_193_875_000)),
+        ("Tue, 17 Aug 2021 15:21:15 PST", true, Some(1_629_242_475_000)),
+        ("Tue, 17 Aug 2021 15:21:15 EDT", true, Some(1_629_228_075_000)),
+        (
+            "Tue Aug 17 2021 15:21:15 GMT+0000 (Coordinated Universal Time)",
+            true,
+            Some(1_629_213_675_000),
+        ),
+        ("Tuesday, August 17, 2021 3:21:15 PM", true, Some(1_629_213_675_000)),
+        ("August 17, 2021", true, Some(1_629_158_400_000)),
+        ("17 August 2021", true, Some(1_629_158_400_000)),
+        ("Aug 17", true, Some(998_006_400_000)),
+        ("Aug-17-2021", true, Some(1_629_158_400_000)),
+        ("17-Aug-2021 10:00 UTC", true, Some(1_629_194_400_000)),
+        ("8/17/2021", true, Some(1_629_158_400_000)),
+        ("8/17/21 3:21 pm", true, Some(1_629_213_660_000)),
+        ("12/31/1999 23:59:59 GMT-8", true, Some(946_713_599_000)),
+        ("Aug 17 2021 12:00 AM", true, Some(1_629_158_400_000)),
+        ("Aug 17 2021 13:00 PM", false, None),
+        ("Aug 17 2021 10:00 GMT+05:30", true, Some(1_629_174_600_000)),
+        ("Aug 17 2021 10::", true, Some(1_629_194_400_000)),
+        ("Aug 17 2021 (comment) 10:00", true, Some(1_629_194_400_000)),
+        // Short numbers: valid as epoch seconds, converted by V8's legacy parser.
+        ("0", true, Some(946_684_800_000)),
+        ("1", true, Some(978_307_200_000)),
+        ("12", true, Some(1_007_164_800_000)),
+        ("13", true, None),
+        ("32", true, Some(1_956_528_000_000)),
+        ("123", true, Some(-58_285_699_200_000)),
+        ("-5", true, Some(988_675_200_000)),
+        ("1.5", true, Some(978_652_800_000)),
+        ("-0", true, Some(946_684_800_000)),
+        ("1e3", false, None),
+        ("1e+21", false, None),
+        ("NaN", false, None),
+        ("Infinity", false, None),
+        ("8640000000000", true, Some(210_482_064_000_000)),
+        ("8640000000001", false, Some(210_482_064_001_000)),
+        ("99999999999999", false, Some(253_637_152_839_000)),
+        // Not dates.
+        ("   ", false, None),
+        ("", false, None),
+        ("not a date", false, None),
+        ("yesterday", false, None),
+        ("20210817T152115Z", false, None),
+        ("2021-13-45T99:99:99Z", false, None),
+        ("T10:00", false, None),
+        // V8 stops at a NUL code unit.
+        ("2021-08-17T15:21:15\u{0}junk", true, Some(1_629_213_675_000)),
+    ];
+
+    #[test]
+    fn conformance_valid_timestamps() {
+        for &(s, ms) in CONFORMANCE_VALID {
+            assert!(is_date_like(s), "{s:?} should be date-like");
+            assert_eq!(to_epoch_ms_str(s), Some(ms), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn conformance_invalid_timestamps() {
+        for &s in CONFORMANCE_INVALID {
+            assert!(!is_date_like(s), "{s:?} should not be date-like");
+        }
+        // `""` in single-event mode never reaches validation; the time is "now".
+        assert_eq!(to_epoch_ms_str(""), None);
+    }
+
+    #[test]
+    fn conformance_numbers() {
+        for &(n, ms) in CONFORMANCE_NUMBERS {
+            assert_eq!(to_epoch_ms_number(n), ms, "{n}");
+        }
+    }
+
+    #[test]
+    fn general_rules() {
+        for &(s, like, ms) in GENERAL_RULES {
+            assert_eq!(is_date_like(s), like, "is_date_like({s:?})");
+            assert_eq!(to_epoch_ms_str(s), ms, "to_epoch_ms_str({s:?})");
+        }
+    }
+
+    #[test]
+    fn numbers_are_clipped_and_truncated() {
+        assert_eq!(to_epoch_ms_number(-0.0), None);
+        assert_eq!(to_epoch_ms_number(f64::NAN), None);
+        assert_eq!(to_epoch_ms_number(f64::INFINITY), None);
+        assert_eq!(to_epoch_ms_number(f64::NEG_INFINITY), None);
+        assert_eq!(to_epoch_ms_number(0.5), Some(0));
+        assert_eq!(to_epoch_ms_number(-0.5), Some(0));
+        assert_eq!(to_epoch_ms_number(-1.9), Some(-1));
+        assert_eq!(to_epoch_ms_number(8.64e15), Some(8_640_000_000_000_000));
+        assert_eq!(to_epoch_ms_number(-8.64e15), Some(-8_640_000_000_000_000));
+        assert_eq!(to_epoch_ms_number(8.64e15 + 2.0), None);
+        assert_eq!(to_epoch_ms_number(1e300), None);
+        assert_eq!(to_epoch_ms_number(5e-324), Some(0));
+    }
+
+    #[test]
+    fn js_number_to_string_matches_javascript() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-5.0, "-5"),
+            (1.5, "1.5"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123e18, "123000000000000000000"),
+            (1.5e-7, "1.5e-7"),
+            (1e-6, "0.000001"),
+            (0.000_001_5, "0.0000015"),
+            (5e-324, "5e-324"),
+            (1.797_693_134_862_315_7e308, "1.7976931348623157e+308"),
+            // A tie between two shortest spellings: JavaScript takes the even one.
+            (18_042_659_304_434.562, "18042659304434.562"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ];
+        for &(v, text) in cases {
+            assert_eq!(js_number_to_string(v), text, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn canonical_number_strings() {
+        assert_eq!(canonical_js_number("1629213675"), Some(1_629_213_675.0));
+        assert_eq!(canonical_js_number("-5"), Some(-5.0));
+        assert_eq!(canonical_js_number("1e+21"), Some(1e21));
+        for s in ["-0", "+5", "01", "1.50", "1e21", "1E+21", ".5", "5.", " 5", "0x10", ""] {
+            assert_eq!(canonical_js_number(s), None, "{s:?}");
+        }
+        // A tie spelled the odd way is not JavaScript's spelling.
+        assert_eq!(canonical_js_number("18042659304434.563"), None);
+        assert!(!is_date_like("18042659304434.562"));
+        assert!(is_date_like("18042659304434.563"));
+    }
+
+    #[test]
+    fn dayjs_pattern_compiles_and_captures_like_javascript() {
+        let caps = DAYJS_PATTERN.captures("1629213675449");
+        let groups: Vec<Option<&str>> = caps
+            .map(|c| (1..=7).map(|i| c.get(i).map(|m| m.as_str())).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            groups,
+            [
+                Some("1629"),
+                Some("21"),
+                Some("36"),
+                Some("75"),
+                Some("44"),
+                Some("9"),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn legacy_zone_offsets_wrap_like_v8() {
+        // hour * 3600 is computed in unsigned 32-bit arithmetic and must stay a Smi.
+        assert_eq!(to_epoch_ms_str("Aug 17 2021 10:00 GMT+596523:"), Some(-518_288_400_000));
+        assert_eq!(to_epoch_ms_str("Aug 17 2021 10:00 GMT+596524:"), None);
+        assert_eq!(to_epoch_ms_str("Aug 17 2021 10:00 GMT+1193046:"), None);
+        assert_eq!(
+            to_epoch_ms_str("Aug 17 2021 10:00 GMT+1193047:"),
+            Some(1_629_192_496_000)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn strings_never_panic(s in any::<String>()) {
+            let _ = is_date_like(&s);
+            let _ = to_epoch_ms_str(&s);
+        }
+
+        #[test]
+        fn date_like_strings_never_panic(
+            s in "[0-9+\\-/:. TtZz()APMGU\u{a0}\u{2028}]{0,40}|[A-Za-z]{0,5} [0-9]{1,12} [0-9:]{0,12}"
+        ) {
+            let _ = is_date_like(&s);
+            if let Some(ms) = to_epoch_ms_str(&s) {
+                prop_assert!(ms.unsigned_abs() <= 8_640_000_000_000_000);
+            }
+        }
+
+        #[test]
+        fn numbers_never_panic(bits in any::<u64>()) {
+            let n = f64::from_bits(bits);
+            if let Some(ms) = to_epoch_ms_number(n) {
+                prop_assert!(ms.unsigned_abs() <= 8_640_000_000_000_000);
+                prop_assert_eq!(ms as f64, n.trunc());
+            }
+        }
+
+        #[test]
+        fn canonical_numbers_round_trip(v in any::<f64>()) {
+            let text = js_number_to_string(v);
+            if v.is_finite() && v != 0.0 {
+                let parsed: f64 = text.parse().unwrap_or(f64::NAN);
+                prop_assert_eq!(parsed, v);
+                prop_assert_eq!(canonical_js_number(&text), Some(v));
+            }
+        }
+    }
+}

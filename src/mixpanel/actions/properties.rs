@@ -1,0 +1,219 @@
+//! trackEvent and trackPurchase: the Mixpanel event properties built from the
+//! shared event fields, in the reference's order.
+
+use serde_json::{Map, Value};
+
+use super::{put, truthy, useragent, Context};
+use crate::mapping::schema::Payload;
+use crate::mapping::time::{to_epoch_ms_number, to_epoch_ms_str};
+
+/// Event property keys that a user's `event_properties` may not override.
+const PROTECTED_KEYS: [&str; 7] = [
+    "time",
+    "id",
+    "$anon_id",
+    "distinct_id",
+    "$group_id",
+    "$insert_id",
+    "$user_id",
+];
+
+/// Order-level keys that product events do not inherit.
+const ORDER_ONLY_KEYS: [&str; 11] = [
+    "affiliation",
+    "subtotal",
+    "total",
+    "revenue",
+    "shipping",
+    "tax",
+    "discount",
+    "coupon",
+    "currency",
+    "order_number",
+    "products",
+];
+
+/// Longest valid Mixpanel `$insert_id`.
+pub const MAX_INSERT_ID_LEN: usize = 36;
+
+/// A fresh random insert id of `[0-9a-f]`, short enough that `prefix_len` more
+/// characters still fit Mixpanel's 36-character limit.
+pub fn random_insert_id(prefix_len: usize) -> String {
+    let mut id = uuid::Uuid::new_v4().simple().to_string();
+    let len = MAX_INSERT_ID_LEN.saturating_sub(prefix_len).clamp(8, id.len());
+    id.truncate(len);
+    id
+}
+
+/// The event time in ms: the `time` field when it is set and parses, else now.
+fn event_time(payload: &Payload, now_ms: i64) -> i64 {
+    match payload.get("time") {
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f != 0.0 => to_epoch_ms_number(f).unwrap_or(now_ms),
+            _ => now_ms,
+        },
+        Some(Value::String(s)) if !s.is_empty() => to_epoch_ms_str(s).unwrap_or(now_ms),
+        _ => now_ms,
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+/// The properties of the Mixpanel event (SPEC section 3), with `time` = `time_ms`
+/// and `$insert_id` = `insert_id`.
+fn event_properties(payload: &Payload, ctx: &Context<'_>, time_ms: i64, insert_id: Value) -> Map<String, Value> {
+    let f = |key: &str| payload.get(key);
+    let mut p = Map::with_capacity(64);
+    p.insert("time".into(), Value::from(time_ms));
+    put(&mut p, "ip", f("ip"));
+    put(&mut p, "id", f("distinct_id"));
+    put(&mut p, "$anon_id", f("anonymous_id"));
+    p.insert(
+        "distinct_id".into(),
+        f("distinct_id").cloned().unwrap_or_else(|| text("")),
+    );
+    put(&mut p, "$app_build_number", f("app_build"));
+    put(&mut p, "$app_version_string", f("app_version"));
+    put(&mut p, "$app_namespace", f("app_namespace"));
+    put(&mut p, "$app_name", f("app_name"));
+    if let Some(Value::String(ua)) = f("userAgent").filter(|v| truthy(Some(v))) {
+        let browser = useragent::browser(ua);
+        p.insert("$browser".into(), text(browser));
+        if let Some(version) = useragent::browser_version(ua, browser) {
+            p.insert("$browser_version".into(), Value::String(version));
+        }
+    }
+    put(&mut p, "$bluetooth_enabled", f("bluetooth"));
+    put(&mut p, "$cellular_enabled", f("cellular"));
+    put(&mut p, "$carrier", f("carrier"));
+    put(&mut p, "$current_url", f("url"));
+    put(&mut p, "$device", f("device_name"));
+    put(&mut p, "$device_id", f("anonymous_id"));
+    put(&mut p, "$device_type", f("device_type"));
+    put(&mut p, "$device_name", f("device_name"));
+    put(&mut p, "$group_id", f("group_id"));
+    put(&mut p, "$identified_id", f("user_id"));
+    p.insert("$insert_id".into(), insert_id);
+    put(&mut p, "$ios_ifa", f("idfa"));
+    put(&mut p, "$lib_version", f("library_version"));
+    put(&mut p, "$locale", f("language"));
+    put(&mut p, "$manufacturer", f("device_manufacturer"));
+    put(&mut p, "$model", f("device_model"));
+    put(&mut p, "$os", f("os_name"));
+    put(&mut p, "$os_version", f("os_version"));
+    put(&mut p, "$referrer", f("referrer"));
+    put(&mut p, "$screen_height", f("screen_height"));
+    put(&mut p, "$screen_width", f("screen_width"));
+    put(&mut p, "$screen_density", f("screen_density"));
+    let iterable = f("context")
+        .and_then(|c| c.get("integration"))
+        .and_then(|i| i.get("name"))
+        .and_then(Value::as_str)
+        == Some("Iterable");
+    p.insert("$source".into(), text(if iterable { "Iterable" } else { "segment" }));
+    put(&mut p, "$user_id", f("user_id"));
+    put(&mut p, "$wifi_enabled", f("wifi"));
+    put(&mut p, "mp_country_code", f("country"));
+    match f("library_name") {
+        Some(Value::String(name)) if !name.is_empty() => {
+            p.insert("mp_lib".into(), Value::String(format!("Segment Actions: {name}")));
+        }
+        Some(falsy) => {
+            p.insert("mp_lib".into(), falsy.clone());
+        }
+        None => {}
+    }
+    if let Some(name) = &ctx.settings.source_name {
+        p.insert("segment_source_name".into(), text(name));
+    }
+    let utm = f("utm_properties").and_then(Value::as_object);
+    for key in ["utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term"] {
+        put(&mut p, key, utm.and_then(|u| u.get(key)));
+    }
+    put(&mut p, "advertising_id", f("advertising_id"));
+    put(&mut p, "ad_tracking_enabled", f("ad_tracking_enabled"));
+    put(&mut p, "timezone", f("timezone"));
+    put(&mut p, "app_platform", f("app_platform"));
+    put(&mut p, "event_original_name", f("name"));
+    let ua_data = f("userAgentData").and_then(Value::as_object);
+    for (from, to) in [
+        ("mobile", "$mobile"),
+        ("platform", "$platform"),
+        ("bitness", "$bitness"),
+        ("platformVersion", "$platformVersion"),
+        ("uaFullVersion", "$uaFullVersion"),
+        ("wow64", "$wow64"),
+    ] {
+        put(&mut p, to, ua_data.and_then(|u| u.get(from)));
+    }
+    if let Some(Value::Object(props)) = f("event_properties") {
+        for (key, value) in props {
+            if !PROTECTED_KEYS.contains(&key.as_str()) {
+                p.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    p
+}
+
+fn mixpanel_event(name: Value, properties: Map<String, Value>) -> Value {
+    let mut event = Map::with_capacity(2);
+    event.insert("event".into(), name);
+    event.insert("properties".into(), Value::Object(properties));
+    Value::Object(event)
+}
+
+fn event_name(payload: &Payload) -> Value {
+    payload.get("event").cloned().unwrap_or(Value::Null)
+}
+
+/// trackEvent: one Mixpanel event.
+pub(super) fn track_event(payload: &Payload, ctx: &Context<'_>) -> Value {
+    let time = event_time(payload, ctx.now_ms);
+    let insert_id = insert_id_or_random(payload, 0);
+    mixpanel_event(event_name(payload), event_properties(payload, ctx, time, insert_id))
+}
+
+fn insert_id_or_random(payload: &Payload, prefix_len: usize) -> Value {
+    match payload.get("insert_id") {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => Value::String(random_insert_id(prefix_len)),
+    }
+}
+
+/// trackPurchase: the order event, then one "Product Purchased" per product when
+/// `generatePurchaseEventPerProduct` is on.
+pub(super) fn track_purchase(payload: &Payload, ctx: &Context<'_>) -> Vec<Value> {
+    let time = event_time(payload, ctx.now_ms);
+    let order_props = event_properties(payload, ctx, time, insert_id_or_random(payload, 0));
+    let products = match payload.get("products") {
+        Some(Value::Array(items)) if truthy(payload.get("generatePurchaseEventPerProduct")) => items.as_slice(),
+        _ => &[],
+    };
+    let mut events = Vec::with_capacity(1 + products.len());
+    if !products.is_empty() {
+        let digits = products.len().saturating_sub(1).to_string().len();
+        let base_id = match insert_id_or_random(payload, digits) {
+            Value::String(s) => s,
+            other => crate::mixpanel::actions::js_string(&other),
+        };
+        let mut inherited = order_props.clone();
+        inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_str()));
+        for (i, product) in products.iter().enumerate() {
+            let mut props = inherited.clone();
+            props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
+            let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
+            props.insert("time".into(), Value::from(time.saturating_sub(offset)));
+            if let Value::Object(fields) = product {
+                for (k, v) in fields {
+                    props.insert(k.clone(), v.clone());
+                }
+            }
+            events.push(mixpanel_event(text("Product Purchased"), props));
+        }
+    }
+    events.insert(0, mixpanel_event(event_name(payload), order_props));
+    events
+}

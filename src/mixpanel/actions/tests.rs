@@ -1,0 +1,199 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::mapping::schema::Payload;
+
+fn payload(v: Value) -> Payload {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("payload must be an object"),
+    }
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::new("tok");
+    s.source_name = Some("src".into());
+    s
+}
+
+fn run(kind: ActionKind, v: Value) -> Result<Vec<Record>, ActionError> {
+    let s = settings();
+    perform(
+        kind,
+        &payload(v),
+        &Context {
+            settings: &s,
+            now_ms: 1_000,
+        },
+    )
+}
+
+#[test]
+fn identify_sends_identify_then_engage() {
+    let r = run(
+        ActionKind::IdentifyUser,
+        json!({"user_id": "u", "anonymous_id": "a", "ip": "1.2.3.4",
+               "traits": {"email": "e@x", "firstName": "Ada", "lastName": "L", "plan": "pro", "createdAt": "2020"}}),
+    )
+    .unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].endpoint, Endpoint::Track);
+    assert_eq!(
+        r[0].data,
+        json!({"event": "$identify", "properties": {"$identified_id": "u", "$anon_id": "a", "token": "tok", "segment_source_name": "src"}})
+    );
+    assert_eq!(r[1].endpoint, Endpoint::Engage);
+    assert_eq!(
+        r[1].data,
+        json!({"$token": "tok", "$distinct_id": "u", "$ip": "1.2.3.4", "$set": {
+            "plan": "pro", "$created": "2020", "$email": "e@x", "$first_name": "Ada", "$last_name": "L", "$name": "Ada L"}})
+    );
+}
+
+#[test]
+fn identify_without_anonymous_id_or_traits_sends_nothing() {
+    assert!(run(ActionKind::IdentifyUser, json!({"user_id": "u", "traits": {}}))
+        .unwrap()
+        .is_empty());
+    let r = run(
+        ActionKind::IdentifyUser,
+        json!({"user_id": null, "anonymous_id": "", "traits": {"a": 1}}),
+    )
+    .unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].data["$distinct_id"], json!(""));
+}
+
+#[test]
+fn group_uses_key_and_trait_value() {
+    let r = run(
+        ActionKind::GroupIdentifyUser,
+        json!({"group_id": "g1", "group_key": "company", "traits": {"company": "Acme", "name": "N", "created_at": 5}}),
+    )
+    .unwrap();
+    assert_eq!(
+        r[0].data,
+        json!({"$token": "tok", "$group_key": "company", "$group_id": "Acme", "$set": {"company": "Acme", "$name": "N", "$created": 5}})
+    );
+    let r = run(ActionKind::GroupIdentifyUser, json!({"group_id": "g1", "traits": {}})).unwrap();
+    assert_eq!(r[0].data["$group_key"], json!("$group_id"));
+    assert_eq!(r[0].data["$group_id"], json!("g1"));
+    let e = run(ActionKind::GroupIdentifyUser, json!({"group_id": "g1"})).unwrap_err();
+    assert_eq!((e.status, e.message.as_str()), (400, "\"traits\" is a required field"));
+}
+
+#[test]
+fn alias_record() {
+    let r = run(ActionKind::Alias, json!({"alias": "new", "distinct_id": "old"})).unwrap();
+    assert_eq!(
+        r[0].data,
+        json!({"event": "$create_alias", "properties": {"distinct_id": "old", "alias": "new", "token": "tok", "segment_source_name": "src"}})
+    );
+}
+
+#[test]
+fn increment_coerces_like_javascript_number() {
+    let r = run(
+        ActionKind::IncrementProperties,
+        json!({"user_id": "u", "increment": {"a": "5", "b": "", "c": " 7 ", "d": "1e3", "e": "0x10", "f": 2.5, "g": true, "h": null}}),
+    )
+    .unwrap();
+    assert_eq!(
+        r[0].data["$add"],
+        json!({"a": 5, "b": 0, "c": 7, "d": 1000, "e": 16, "f": 2.5})
+    );
+    let e = run(ActionKind::IncrementProperties, json!({"increment": {"x": "abc"}})).unwrap_err();
+    assert_eq!(e.message, "The key \"x\" was not numeric");
+    let many: serde_json::Map<String, Value> = (0..21).map(|i| (format!("k{i}"), json!(1))).collect();
+    let e = run(ActionKind::IncrementProperties, json!({"increment": many})).unwrap_err();
+    assert_eq!(e.message, "Exceeded maximum of 20 properties for increment call");
+    assert!(run(ActionKind::IncrementProperties, json!({"increment": {}}))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn track_event_properties_order_and_overrides() {
+    let r = run(
+        ActionKind::TrackEvent,
+        json!({"event": "E", "distinct_id": "u", "insert_id": "m1", "time": "2021-08-17T15:21:15.449Z", "ip": "1.1.1.1",
+               "library_name": "lib", "event_properties": {"ip": "9.9.9.9", "time": 1, "distinct_id": "x", "k": "v"}}),
+    )
+    .unwrap();
+    let p = &r[0].data["properties"];
+    assert_eq!(p["time"], json!(1_629_213_675_449_i64));
+    assert_eq!(p["ip"], json!("9.9.9.9"));
+    assert_eq!(p["distinct_id"], json!("u"));
+    assert_eq!(p["mp_lib"], json!("Segment Actions: lib"));
+    assert_eq!(p["$source"], json!("segment"));
+    assert_eq!(p["k"], json!("v"));
+    let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(&keys[..4], &["time", "ip", "id", "distinct_id"]);
+}
+
+#[test]
+fn track_event_defaults_time_and_insert_id() {
+    let r = run(ActionKind::TrackEvent, json!({"event": "E"})).unwrap();
+    let p = &r[0].data["properties"];
+    assert_eq!(p["time"], json!(1_000));
+    assert_eq!(p["distinct_id"], json!(""));
+    assert!(p.get("id").is_none());
+    let id = p["$insert_id"].as_str().unwrap();
+    assert!(!id.is_empty() && id.len() <= 36 && id.chars().all(|c| c.is_ascii_alphanumeric()));
+}
+
+#[test]
+fn purchase_generates_product_events() {
+    let r = run(
+        ActionKind::TrackPurchase,
+        json!({"event": "Order Completed", "insert_id": "m", "time": 10_000, "generatePurchaseEventPerProduct": true,
+               "event_properties": {"revenue": 5, "coupon": "C", "plan": "p"},
+               "products": [{"sku": "a"}, {"sku": "b", "coupon": "P"}]}),
+    )
+    .unwrap();
+    assert_eq!(r.len(), 3);
+    let p1 = &r[1].data["properties"];
+    assert_eq!(r[1].data["event"], json!("Product Purchased"));
+    assert_eq!(p1["$insert_id"], json!("0m"));
+    assert_eq!(p1["time"], json!(9_999));
+    assert_eq!(p1["sku"], json!("a"));
+    assert_eq!(p1["plan"], json!("p"));
+    assert!(p1.get("revenue").is_none() && p1.get("coupon").is_none());
+    let p2 = &r[2].data["properties"];
+    assert_eq!(
+        (p2["$insert_id"].clone(), p2["time"].clone(), p2["coupon"].clone()),
+        (json!("1m"), json!(9_998), json!("P"))
+    );
+}
+
+#[test]
+fn purchase_random_ids_fit_mixpanel_limit_after_prefix() {
+    let products: Vec<Value> = (0..12_000).map(|i| json!({"sku": i.to_string()})).collect();
+    let r = run(
+        ActionKind::TrackPurchase,
+        json!({"event": "O", "generatePurchaseEventPerProduct": true, "products": products}),
+    )
+    .unwrap();
+    for rec in &r {
+        let id = rec.data["properties"]["$insert_id"].as_str().unwrap();
+        assert!(id.len() <= 36, "{id}");
+    }
+}
+
+#[test]
+fn purchase_without_flag_sends_only_the_order() {
+    let r = run(
+        ActionKind::TrackPurchase,
+        json!({"event": "O", "products": [{"sku": "a"}]}),
+    )
+    .unwrap();
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn action_names_round_trip() {
+    for k in ActionKind::ALL {
+        assert_eq!(ActionKind::from_name(k.name()), Some(k));
+    }
+    assert_eq!(ActionKind::from_name("nope"), None);
+}

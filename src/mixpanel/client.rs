@@ -1,0 +1,108 @@
+//! The one HTTP client to Mixpanel: connection pooling, timeouts, gzip for
+//! `/import`. It sends a [`Request`] and returns the raw answer; what the answer
+//! means is decided by `delivery::outcome::classify`.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use super::api::{Endpoint, Request};
+
+/// A raw answer from Mixpanel.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The process's client to Mixpanel (cheap to clone; clones share the pool).
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+/// The `User-Agent` sent to Mixpanel.
+pub const USER_AGENT: &str = concat!("mixpanel-actions/", env!("CARGO_PKG_VERSION"));
+
+/// Gzips a body (fast level: bodies are JSON, already cheap to compress).
+pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), Compression::fast());
+    enc.write_all(bytes)?;
+    enc.finish()
+}
+
+impl Client {
+    pub fn new(timeout: Duration) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Client { http })
+    }
+
+    /// Sends `request`; `gzip_import` compresses `/import` bodies. `Err` is a
+    /// transport failure (nothing was answered).
+    pub async fn send(&self, request: &Request, gzip_import: bool) -> Result<Response, String> {
+        let raw = request.body.encode();
+        let mut builder = self.http.post(&request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        let body = if gzip_import && request.endpoint == Endpoint::Import {
+            builder = builder.header("content-encoding", "gzip");
+            gzip(&raw).map_err(|e| format!("gzip failed: {e}"))?
+        } else {
+            raw
+        };
+        let response = builder.body(body).send().await.map_err(describe)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.map_err(describe)?.to_vec();
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// A transport error without the URL's query or credentials.
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    format!("{kind}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn gzip_round_trips() {
+        let data = b"[{\"event\":\"E\"}]".repeat(100);
+        let packed = gzip(&data).unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(packed.len() < data.len());
+    }
+}
