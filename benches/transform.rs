@@ -63,7 +63,7 @@ fn transform(work: &[Work]) -> usize {
         };
         let events = [event];
         let outcome = w.destination.process(&events, Mode::Single, 1_700_000_000_000);
-        for r in outcome.requests(&w.destination, Mode::Single, true) {
+        for r in outcome.into_requests(&w.destination, Mode::Single, true) {
             bytes += r.request.body.encode().len();
         }
     }

@@ -131,8 +131,21 @@ pub fn run_destination(
                 .collect(),
         ),
     );
+    let mut errors = Vec::new();
+    for sub in &outcome.subscriptions {
+        for (event, res) in &sub.events {
+            if let EventResult::Failed { status, message } = res {
+                errors.push(json!({
+                    "subscription": subscription_name(sub.subscription),
+                    "event": event,
+                    "status": status,
+                    "message": message,
+                }));
+            }
+        }
+    }
     let requests: Vec<Value> = outcome
-        .requests(dest, mode, false)
+        .into_requests(dest, mode, false)
         .into_iter()
         .map(|r| {
             let headers: Map<String, Value> = r
@@ -156,19 +169,6 @@ pub fn run_destination(
         })
         .collect();
     result.insert("requests".into(), Value::Array(requests));
-    let mut errors = Vec::new();
-    for sub in &outcome.subscriptions {
-        for (event, res) in &sub.events {
-            if let EventResult::Failed { status, message } = res {
-                errors.push(json!({
-                    "subscription": subscription_name(sub.subscription),
-                    "event": event,
-                    "status": status,
-                    "message": message,
-                }));
-            }
-        }
-    }
     result.insert("errors".into(), Value::Array(errors));
     Value::Object(result)
 }

@@ -231,7 +231,8 @@ impl Destination {
 }
 
 fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
-    let resolved = match kit::resolve(&sub.mapping, event) {
+    // Mappings are validated when subscriptions are loaded.
+    let resolved = match kit::resolve_validated(&sub.mapping, event) {
         Ok(v) => v,
         Err(e) => {
             return EventResult::Failed {
@@ -249,7 +250,7 @@ fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> 
             }
         }
     };
-    match actions::perform(sub.action, &payload, ctx) {
+    match actions::perform(sub.action, payload, ctx) {
         Ok(records) => EventResult::Records(records),
         Err(e) => EventResult::Failed {
             status: e.status,
@@ -271,10 +272,10 @@ impl Outcome {
     /// The requests the reference sends: per subscription, the `/import` records of
     /// all its events in chunks of `batch_size` (one request per event in single
     /// mode), and every other record as its own form request.
-    pub fn requests(&self, destination: &Destination, mode: Mode, verbose: bool) -> Vec<SubscriptionRequest> {
+    pub fn into_requests(self, destination: &Destination, mode: Mode, verbose: bool) -> Vec<SubscriptionRequest> {
         let settings = &destination.settings;
         let mut out = Vec::new();
-        for sub in &self.subscriptions {
+        for sub in self.subscriptions {
             let batch_size = destination.batch_size(sub.subscription);
             let mut import: Vec<Value> = Vec::new();
             let mut import_events: Vec<usize> = Vec::new();
@@ -287,15 +288,15 @@ impl Outcome {
                     });
                 }
             };
-            for (event, result) in &sub.events {
+            for (event, result) in sub.events {
                 let EventResult::Records(records) = result else {
                     continue;
                 };
                 for record in records {
                     if record.endpoint == Endpoint::Import {
-                        import.push(record.data.clone());
-                        if import_events.last() != Some(event) {
-                            import_events.push(*event);
+                        import.push(record.data);
+                        if import_events.last() != Some(&event) {
+                            import_events.push(event);
                         }
                         if mode == Mode::Batch && import.len() >= batch_size {
                             flush(&mut import, &mut import_events, &mut out);
@@ -303,8 +304,8 @@ impl Outcome {
                     } else {
                         out.push(SubscriptionRequest {
                             subscription: sub.subscription,
-                            events: vec![*event],
-                            request: api::form_request(settings, record.endpoint, record.data.clone(), verbose),
+                            events: vec![event],
+                            request: api::form_request(settings, record.endpoint, record.data, verbose),
                         });
                     }
                 }

@@ -16,7 +16,7 @@ fn single_mode_one_import_per_event() {
     let events = [track("A", "1")];
     let out = d.process(&events, Mode::Single, 0);
     assert_eq!(out.subscriptions.len(), 1);
-    let reqs = out.requests(&d, Mode::Single, false);
+    let reqs = out.into_requests(&d, Mode::Single, false);
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].request.url, "https://api.mixpanel.com/import?strict=1");
     assert_eq!(reqs[0].request.body.len(), 1);
@@ -30,7 +30,7 @@ fn batch_mode_chunks_by_batch_size() {
     }
     let events: Vec<Value> = (0..5).map(|i| track("A", &i.to_string())).collect();
     let out = d.process(&events, Mode::Batch, 0);
-    let reqs = out.requests(&d, Mode::Batch, false);
+    let reqs = out.into_requests(&d, Mode::Batch, false);
     let sizes: Vec<usize> = reqs.iter().map(|r| r.request.body.len()).collect();
     assert_eq!(sizes, vec![2, 2, 1]);
     assert_eq!(reqs[2].events, vec![4]);
@@ -52,7 +52,7 @@ fn validation_failure_is_per_event_in_batch() {
             message: "Timestamp must be a valid date-like string but it was not.".into()
         }
     );
-    assert_eq!(out.requests(&d, Mode::Batch, false).len(), 1);
+    assert_eq!(out.into_requests(&d, Mode::Batch, false).len(), 1);
 }
 
 #[test]

@@ -39,7 +39,7 @@ mod tests;
 
 use serde_json::Value;
 
-use self::resolve::{eval, mapping_to_process, transform_to_json, Fail};
+use self::resolve::{eval, mapping_to_process, transform_to_json, transform_validated_to_json, Fail};
 use self::value::{Data, Resolved};
 
 /// A mapping that is malformed or failed to resolve.
@@ -78,6 +78,13 @@ pub fn validate(mapping: &Value) -> Result<(), MappingError> {
 /// resolves to undefined as a whole gives `null`.
 pub fn resolve(mapping: &Value, data: &Value) -> Result<Value, MappingError> {
     Ok(transform_to_json(mapping, Data::Json(data))?.unwrap_or(Value::Null))
+}
+
+/// [`resolve`] for a mapping that already passed [`validate`] (subscriptions are
+/// validated when they are loaded): the same result without re-validating the
+/// mapping for every event.
+pub fn resolve_validated(mapping: &Value, data: &Value) -> Result<Value, MappingError> {
+    Ok(transform_validated_to_json(mapping, Data::Json(data))?.unwrap_or(Value::Null))
 }
 
 /// Resolves one value (validated first); `None` is JavaScript `undefined`.

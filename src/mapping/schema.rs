@@ -118,23 +118,29 @@ pub struct ValidationError {
 
 /// Validates and coerces a resolved mapping against `fields`.
 pub fn validate(fields: &[Field], resolved: Value, mode: Mode) -> Result<Payload, ValidationError> {
-    let Value::Object(input) = resolved else {
+    let Value::Object(mut input) = resolved else {
         return Err(ValidationError {
             message: format!("The root value must be an object but it was {}.", describe(&resolved)),
         });
     };
-    let mut present = remove_empty_values(fields, input, mode);
+    // One pass over the schema: take each field's value out of the input (what
+    // is left over are unknown keys, dropped) and remove empty values.
+    let mut present: Vec<(&Field, Value)> = Vec::with_capacity(fields.len().min(input.len()));
+    for field in fields {
+        if let Some(value) = input.remove(field.key) {
+            if !is_empty_for(field, &value, mode) {
+                present.push((field, value));
+            }
+        }
+    }
     let mut errors = Vec::new();
     for field in fields.iter().filter(|f| f.required) {
-        if !present.contains_key(field.key) {
+        if !present.iter().any(|(f, _)| f.key == field.key) {
             errors.push(format!("The root value is missing the required field '{}'.", field.key));
         }
     }
     let mut out = Map::with_capacity(present.len());
-    for field in fields {
-        let Some(value) = present.remove(field.key) else {
-            continue;
-        };
+    for (field, value) in present {
         let path = format!("/{}", field.key);
         if let Some(v) = coerce_field(field, value, &path, Some(field.label), &mut errors) {
             out.insert(field.key.to_owned(), v);
@@ -149,25 +155,16 @@ pub fn validate(fields: &[Field], resolved: Value, mode: Mode) -> Result<Payload
     }
 }
 
-fn remove_empty_values(fields: &[Field], input: Map<String, Value>, mode: Mode) -> Map<String, Value> {
-    let mut kept = Map::with_capacity(input.len());
-    for (key, value) in input {
-        let Some(field) = fields.iter().find(|f| f.key == key) else {
-            continue;
-        };
-        let remove = match &value {
-            Value::Null => !field.allow_null,
-            Value::String(s) if s.is_empty() => match mode {
-                Mode::Single => true,
-                Mode::Batch => !field.is_string_like(),
-            },
-            _ => false,
-        };
-        if !remove {
-            kept.insert(key, value);
-        }
+/// Whether the reference's empty-value removal drops this top-level value.
+fn is_empty_for(field: &Field, value: &Value, mode: Mode) -> bool {
+    match value {
+        Value::Null => !field.allow_null,
+        Value::String(s) if s.is_empty() => match mode {
+            Mode::Single => true,
+            Mode::Batch => !field.is_string_like(),
+        },
+        _ => false,
     }
-    kept
 }
 
 /// Coerces one value to its field's type. `None` with an error pushed on failure.

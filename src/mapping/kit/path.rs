@@ -69,8 +69,15 @@ pub(crate) fn get<'a>(data: Data<'a>, path: &str) -> Resolved<'a> {
 
 /// `@path` semantics: the first `$.` is removed, then [`get`].
 pub(crate) fn get_dollar<'a>(data: Data<'a>, path: &str) -> Resolved<'a> {
-    let stripped = path.replacen("$.", "", 1);
-    get(data, &stripped)
+    // The first `$.` is removed wherever it is; at the start (the common case)
+    // that is a slice, not a new string.
+    if let Some(rest) = path.strip_prefix("$.") {
+        get(data, rest)
+    } else if path.contains("$.") {
+        get(data, &path.replacen("$.", "", 1))
+    } else {
+        get(data, path)
+    }
 }
 
 fn data_to_resolved(data: Data<'_>) -> Resolved<'_> {

@@ -108,18 +108,29 @@ pub(crate) fn transform_to_json(mapping: &Value, data: Data<'_>) -> Result<Optio
     Ok(eval(&mapping, data, 0)?.into_json())
 }
 
+/// [`transform_to_json`] for a mapping that already passed validation.
+pub(crate) fn transform_validated_to_json(mapping: &Value, data: Data<'_>) -> Result<Option<Value>, Fail> {
+    let mapping = prepare_unchecked(mapping, data)?;
+    Ok(eval(&mapping, data, 0)?.into_json())
+}
+
 /// Checks the data, applies the root-directive rule and validates.
 fn prepare<'m>(mapping: &'m Value, data: Data<'_>) -> Result<Cow<'m, Value>, Fail> {
-    let type_name = data_type(data);
-    if type_name != "object" {
-        return Err(Fail::new(format!("data must be an object, got {type_name}")));
-    }
-    let mapping = mapping_to_process(mapping)?;
+    let mapping = prepare_unchecked(mapping, data)?;
     let found = problems(&mapping);
     if !found.is_empty() {
         return Err(Fail::new(found.join(" ")));
     }
     Ok(mapping)
+}
+
+/// Checks the data and applies the root-directive rule.
+fn prepare_unchecked<'m>(mapping: &'m Value, data: Data<'_>) -> Result<Cow<'m, Value>, Fail> {
+    let type_name = data_type(data);
+    if type_name != "object" {
+        return Err(Fail::new(format!("data must be an object, got {type_name}")));
+    }
+    mapping_to_process(mapping)
 }
 
 fn data_type(data: Data<'_>) -> &'static str {
@@ -171,10 +182,14 @@ fn run_directive<'a>(map: &'a Map<String, Value>, data: Data<'a>, depth: usize) 
         "@case" => dir_case(options, data, depth),
         "@replace" => dir_replace(options, data, depth),
         "@arrayPath" => dir_array_path(options, data, depth),
-        "@path" => {
-            let path = string_option("@path", options, data, depth)?;
-            Ok(get_dollar(data, &path))
-        }
+        "@path" => match options {
+            // The common case, a literal path: no allocation.
+            Value::String(path) => Ok(get_dollar(data, path)),
+            _ => {
+                let path = string_option("@path", options, data, depth)?;
+                Ok(get_dollar(data, &path))
+            }
+        },
         "@template" => {
             let template = string_option("@template", options, data, depth)?;
             Ok(Resolved::Val(Value::String(render(&template, data))))

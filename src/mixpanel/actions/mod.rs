@@ -120,7 +120,8 @@ impl ActionError {
 }
 
 /// Runs an action on a validated payload.
-pub fn perform(kind: ActionKind, payload: &Payload, ctx: &Context<'_>) -> Result<Vec<Record>, ActionError> {
+pub fn perform(kind: ActionKind, payload: Payload, ctx: &Context<'_>) -> Result<Vec<Record>, ActionError> {
+    let payload_ref = &payload;
     match kind {
         ActionKind::TrackEvent => Ok(vec![Record {
             endpoint: Endpoint::Import,
@@ -133,10 +134,10 @@ pub fn perform(kind: ActionKind, payload: &Payload, ctx: &Context<'_>) -> Result
                 data,
             })
             .collect()),
-        ActionKind::IdentifyUser => Ok(identify_user(payload, ctx)),
-        ActionKind::GroupIdentifyUser => group_identify_user(payload, ctx).map(|r| vec![r]),
-        ActionKind::Alias => Ok(vec![alias(payload, ctx)]),
-        ActionKind::IncrementProperties => increment_properties(payload, ctx),
+        ActionKind::IdentifyUser => Ok(identify_user(payload_ref, ctx)),
+        ActionKind::GroupIdentifyUser => group_identify_user(payload_ref, ctx).map(|r| vec![r]),
+        ActionKind::Alias => Ok(vec![alias(payload_ref, ctx)]),
+        ActionKind::IncrementProperties => increment_properties(payload_ref, ctx),
     }
 }
 

@@ -63,7 +63,13 @@ fn text(s: &str) -> Value {
 
 /// The properties of the Mixpanel event (SPEC section 3), with `time` = `time_ms`
 /// and `$insert_id` = `insert_id`.
-fn event_properties(payload: &Payload, ctx: &Context<'_>, time_ms: i64, insert_id: Value) -> Map<String, Value> {
+fn event_properties(
+    payload: &Payload,
+    user_properties: Option<Value>,
+    ctx: &Context<'_>,
+    time_ms: i64,
+    insert_id: Value,
+) -> Map<String, Value> {
     let f = |key: &str| payload.get(key);
     let mut p = Map::with_capacity(64);
     p.insert("time".into(), Value::from(time_ms));
@@ -148,10 +154,10 @@ fn event_properties(payload: &Payload, ctx: &Context<'_>, time_ms: i64, insert_i
     ] {
         put(&mut p, to, ua_data.and_then(|u| u.get(from)));
     }
-    if let Some(Value::Object(props)) = f("event_properties") {
+    if let Some(Value::Object(props)) = user_properties {
         for (key, value) in props {
             if !PROTECTED_KEYS.contains(&key.as_str()) {
-                p.insert(key.clone(), value.clone());
+                p.insert(key, value);
             }
         }
     }
@@ -170,10 +176,14 @@ fn event_name(payload: &Payload) -> Value {
 }
 
 /// trackEvent: one Mixpanel event.
-pub(super) fn track_event(payload: &Payload, ctx: &Context<'_>) -> Value {
-    let time = event_time(payload, ctx.now_ms);
-    let insert_id = insert_id_or_random(payload, 0);
-    mixpanel_event(event_name(payload), event_properties(payload, ctx, time, insert_id))
+pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> Value {
+    let time = event_time(&payload, ctx.now_ms);
+    let insert_id = insert_id_or_random(&payload, 0);
+    let user_properties = payload.remove("event_properties");
+    mixpanel_event(
+        event_name(&payload),
+        event_properties(&payload, user_properties, ctx, time, insert_id),
+    )
 }
 
 fn insert_id_or_random(payload: &Payload, prefix_len: usize) -> Value {
@@ -185,9 +195,11 @@ fn insert_id_or_random(payload: &Payload, prefix_len: usize) -> Value {
 
 /// trackPurchase: the order event, then one "Product Purchased" per product when
 /// `generatePurchaseEventPerProduct` is on.
-pub(super) fn track_purchase(payload: &Payload, ctx: &Context<'_>) -> Vec<Value> {
+pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Value> {
+    let payload = &mut payload;
     let time = event_time(payload, ctx.now_ms);
-    let order_props = event_properties(payload, ctx, time, insert_id_or_random(payload, 0));
+    let user_properties = payload.remove("event_properties");
+    let order_props = event_properties(payload, user_properties, ctx, time, insert_id_or_random(payload, 0));
     let products = match payload.get("products") {
         Some(Value::Array(items)) if truthy(payload.get("generatePurchaseEventPerProduct")) => items.as_slice(),
         _ => &[],

@@ -20,7 +20,7 @@ fn run(kind: ActionKind, v: Value) -> Result<Vec<Record>, ActionError> {
     let s = settings();
     perform(
         kind,
-        &payload(v),
+        payload(v),
         &Context {
             settings: &s,
             now_ms: 1_000,
