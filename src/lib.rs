@@ -27,3 +27,4 @@ pub mod preview;
 pub mod segment;
 pub mod server;
 pub mod subscription;
+pub mod telemetry;

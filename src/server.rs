@@ -1,20 +1,28 @@
-//! Running the server: bind, serve the API, stop gracefully on SIGTERM/SIGINT
-//! (readiness fails first, in-flight requests finish).
+//! Running the server: open the spool, start one delivery worker per destination,
+//! serve the API, and stop gracefully on SIGTERM/SIGINT: readiness fails first,
+//! in-flight requests finish, workers flush what they can within
+//! `shutdown_timeout`, and what is left is delivered after the next start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, DeliveryMode};
 use crate::delivery::backoff::Backoff;
+use crate::delivery::spool::{Spool, SpoolLimits};
+use crate::delivery::worker::{self, WorkerSettings};
 use crate::delivery::{Deliverer, RetryPolicy};
 use crate::ingest::{self, AppState};
 use crate::mixpanel::client::Client;
 
-/// Builds the shared state from a validated configuration.
+/// Builds the shared state from a validated configuration (opens the spool in
+/// `spool` mode).
 pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
     let client = Client::new(config.delivery.request_timeout)?;
     let retry = RetryPolicy {
@@ -24,30 +32,87 @@ pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
         },
         budget: config.delivery.retry_budget,
     };
+    let spool = match config.delivery.mode {
+        DeliveryMode::Spool => Some(Spool::open(
+            &config.data_dir,
+            SpoolLimits {
+                max_bytes: config.spool.max_bytes.as_u64(),
+                max_dead_letters: config.spool.max_dead_letters,
+            },
+        )?),
+        DeliveryMode::Direct => None,
+    };
     Ok(AppState {
         config: Arc::new(config),
         deliverer: Deliverer::new(client, retry),
+        spool,
+        metrics: crate::telemetry::install_prometheus(),
         ready: Arc::new(AtomicBool::new(false)),
     })
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Serves on `listener` until `shutdown` completes, then drains and stops.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let ready = state.ready.clone();
+    let stop_workers = CancellationToken::new();
+    let workers = TaskTracker::new();
+    if let Some(spool) = &state.spool {
+        // The spool owns retries: one attempt per round, the schedule persisted.
+        let single_attempt = Deliverer::new(
+            Client::new(state.config.delivery.request_timeout)?,
+            RetryPolicy {
+                backoff: Backoff {
+                    initial: state.config.delivery.backoff_initial,
+                    max: state.config.delivery.backoff_max,
+                },
+                budget: Duration::ZERO,
+            },
+        );
+        let settings = WorkerSettings {
+            linger: state.config.spool.linger,
+            max_age: state.config.spool.max_age,
+            backoff: Backoff {
+                initial: state.config.delivery.backoff_initial,
+                max: state.config.delivery.backoff_max,
+            },
+        };
+        for dest in &state.config.destinations {
+            workers.spawn(worker::run(
+                Arc::new(dest.clone()),
+                spool.clone(),
+                single_attempt.clone(),
+                settings,
+                stop_workers.clone(),
+                state.config.shutdown_timeout,
+            ));
+        }
+    }
+    workers.close();
+    let spool = state.spool.clone();
     let app = ingest::app(state)
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http());
     ready.store(true, Ordering::SeqCst);
+    let stop_ready = ready.clone();
     let stop = async move {
         shutdown.await;
-        ready.store(false, Ordering::SeqCst);
-        tracing::info!("shutting down: finishing in-flight requests");
+        stop_ready.store(false, Ordering::SeqCst);
+        tracing::info!("shutting down: no new requests, finishing in-flight ones");
     };
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    stop_workers.cancel();
+    workers.wait().await;
+    if let Some(spool) = spool {
+        tracing::info!(
+            queued = spool.depth(),
+            "stopped; queued events are delivered after the next start"
+        );
+        spool.close();
+    }
     Ok(())
 }
 

@@ -38,8 +38,62 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub delivery: RawDelivery,
+    /// Where the spool lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: std::path::PathBuf,
+    #[serde(default)]
+    pub spool: RawSpool,
+    /// How long shutdown may take to flush queued events.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     #[serde(default)]
     pub destinations: Vec<RawDestination>,
+}
+
+fn default_data_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("./data")
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// How accepted events reach Mixpanel.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Durable: answer 200 once events are on disk, deliver in the background.
+    #[default]
+    Spool,
+    /// Synchronous: answer once Mixpanel accepted or rejected every record.
+    Direct,
+}
+
+/// The spool's knobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSpool {
+    /// Queued bytes above which ingest answers 503.
+    pub max_bytes: ByteSize,
+    /// How long a partial batch waits for more events.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Retry age limit, after which an event becomes a dead letter.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Dead letters kept; the oldest are dropped (and counted) beyond this.
+    pub max_dead_letters: u64,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        RawSpool {
+            max_bytes: ByteSize::gib(1),
+            linger: Duration::from_secs(1),
+            max_age: Duration::from_secs(4 * 3600),
+            max_dead_letters: 100_000,
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -75,6 +129,8 @@ impl Default for RawLimits {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDelivery {
+    /// `spool` (default) or `direct`.
+    pub mode: DeliveryMode,
     /// Per-request timeout to Mixpanel.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -92,6 +148,7 @@ pub struct RawDelivery {
 impl Default for RawDelivery {
     fn default() -> Self {
         RawDelivery {
+            mode: DeliveryMode::Spool,
             request_timeout: Duration::from_secs(30),
             retry_budget: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(1),
@@ -177,6 +234,9 @@ pub struct Limits {
 #[derive(Clone, Debug)]
 pub struct AppConfig {
     pub listen: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub spool: RawSpool,
+    pub shutdown_timeout: Duration,
     pub admin_token: Option<SecretString>,
     pub limits: Limits,
     pub delivery: RawDelivery,
@@ -263,6 +323,12 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
     if d.backoff_initial.is_zero() || d.backoff_max < d.backoff_initial {
         problems.push("delivery: backoff_initial must be > 0 and at most backoff_max".into());
     }
+    if raw.spool.linger > Duration::from_secs(60) {
+        problems.push("spool.linger: at most 60s".into());
+    }
+    if raw.spool.max_bytes.as_u64() < 1024 {
+        problems.push("spool.max_bytes: at least 1KiB".into());
+    }
     if d.request_timeout.is_zero() {
         problems.push("delivery.request_timeout: must be > 0".into());
     }
@@ -288,6 +354,9 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
     match (listen, problems.is_empty()) {
         (Some(listen), true) => Ok(AppConfig {
             listen,
+            data_dir: raw.data_dir,
+            spool: raw.spool,
+            shutdown_timeout: raw.shutdown_timeout,
             admin_token,
             limits,
             delivery: raw.delivery,

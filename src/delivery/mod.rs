@@ -10,6 +10,8 @@
 pub mod backoff;
 pub mod batcher;
 pub mod outcome;
+pub mod spool;
+pub mod worker;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use crate::config::DestinationConfig;
 use crate::mixpanel::actions::Record;
 use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::client::Client;
+use crate::telemetry as t;
 use backoff::Backoff;
 use outcome::{classify, Answer, Outcome};
 
@@ -102,7 +105,21 @@ impl Deliverer {
                 }
             }
         }
-        results.into_iter().flatten().collect()
+        let results: Results = results.into_iter().flatten().collect();
+        for (item, result) in &results {
+            let action = dest
+                .destination
+                .subscriptions
+                .get(item.subscription)
+                .map_or("unknown", |s| s.action.name());
+            let name = match result {
+                ItemResult::Delivered { .. } => t::RECORDS_DELIVERED,
+                ItemResult::Rejected { .. } => t::RECORDS_REJECTED,
+                ItemResult::Failed { .. } => continue,
+            };
+            metrics::counter!(name, "destination" => dest.id.clone(), "action" => action).increment(1);
+        }
+        results
     }
 
     /// Sends one batch with retries; results carry each item's original position.
@@ -118,12 +135,11 @@ impl Deliverer {
             }
             let request = batcher::build_request(&dest.destination.settings, endpoint, &items);
             if dest.dry_run {
-                tracing::info!(
-                    destination = %dest.id,
-                    url = %request.url,
-                    body = %String::from_utf8_lossy(&request.body.encode()),
-                    "dry run: would send"
-                );
+                let shown = match &request.body {
+                    crate::mixpanel::api::Body::Json(events) => Value::Array(events.clone()),
+                    crate::mixpanel::api::Body::Form(data) => data.clone(),
+                };
+                tracing::info!(destination = %dest.id, url = %request.url, body = %shown, "dry run: would send");
                 return all(items, |_| ItemResult::Delivered {
                     status: 200,
                     body: Value::String("dry run".into()),
@@ -131,8 +147,15 @@ impl Deliverer {
             }
             let started = Instant::now();
             let mut attempt = 0u32;
+            metrics::histogram!(t::BATCH_SIZE, "endpoint" => endpoint.name()).record(items.len() as f64);
             loop {
+                let sent_at = Instant::now();
                 let answer = self.client.send(&request, dest.gzip).await;
+                let class = t::status_class(answer.as_ref().map(|r| r.status).unwrap_or(0));
+                metrics::histogram!(t::MIXPANEL_LATENCY, "endpoint" => endpoint.name())
+                    .record(sent_at.elapsed().as_secs_f64());
+                metrics::counter!(t::MIXPANEL_RESPONSES, "endpoint" => endpoint.name(), "status_class" => class)
+                    .increment(1);
                 let (outcome, body) = match &answer {
                     Ok(r) => (
                         classify(

@@ -16,8 +16,10 @@ use super::events::{self, EventLimits, RouteKind};
 use super::sink::{self, DestinationReport};
 use super::{ApiError, AppState};
 use crate::config::DestinationConfig;
+use crate::delivery::spool::{DeadLetter, Op, Spool, SpoolError};
 use crate::delivery::ItemResult;
 use crate::mapping::schema::Mode;
+use crate::telemetry as t;
 
 /// Retry-After when Mixpanel did not give one.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -102,6 +104,9 @@ pub async fn segment_api(
         return Err(ApiError::unauthorized("unknown write key"));
     }
     let events = events::extract(route, value, event_limits(&state), Utc::now())?;
+    if let Some(spool) = &state.spool {
+        return accept_into_spool(spool, &destinations, &events).await;
+    }
     let now = now_ms();
     let mut rejected = Vec::new();
     let mut retry: Option<Duration> = None;
@@ -131,6 +136,39 @@ pub async fn segment_api(
         answer.insert("rejected".into(), Value::Array(rejected));
     }
     Ok(Json(Value::Object(answer)).into_response())
+}
+
+/// Spool mode: answer 200 once the events are durable for every destination.
+async fn accept_into_spool(
+    spool: &Spool,
+    destinations: &[&DestinationConfig],
+    events: &[Value],
+) -> Result<Response, ApiError> {
+    let mut batch = Vec::with_capacity(events.len() * destinations.len());
+    for event in events {
+        let bytes = serde_json::to_vec(event).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+        for dest in destinations {
+            batch.push((dest.id.clone(), bytes.clone()));
+        }
+    }
+    match spool.append(batch).await {
+        Ok(()) => {
+            for dest in destinations {
+                metrics::counter!(t::EVENTS_ACCEPTED, "destination" => dest.id.clone()).increment(events.len() as u64);
+            }
+            Ok(Json(json!({"success": true})).into_response())
+        }
+        Err(SpoolError::Full(reason)) => {
+            metrics::counter!(t::EVENTS_REFUSED_FULL).increment(events.len() as u64);
+            let mut e = ApiError::unavailable(format!("spool is full ({reason}); retry later"), DEFAULT_RETRY_AFTER);
+            e.code = "spool_full";
+            Err(e)
+        }
+        Err(e) => Err(ApiError::unavailable(
+            format!("events could not be stored: {e}"),
+            DEFAULT_RETRY_AFTER,
+        )),
+    }
 }
 
 fn destination_for<'a>(state: &'a AppState, id: &str, headers: &HeaderMap) -> Result<&'a DestinationConfig, ApiError> {
@@ -356,4 +394,141 @@ pub async fn admin_config(State(state): State<AppState>, headers: HeaderMap) -> 
         "destinations": destinations,
     }))
     .into_response())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(spool) = &state.spool {
+        metrics::gauge!(t::SPOOL_DEPTH).set(spool.depth() as f64);
+        metrics::gauge!(t::SPOOL_BYTES).set(spool.bytes() as f64);
+    }
+    match &state.metrics {
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::not_found("metrics are not enabled in this process").into_response(),
+    }
+}
+
+fn admin_spool<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Spool, ApiError> {
+    if state.config.admin_token.is_none() {
+        return Err(ApiError::not_found(
+            "admin endpoints are off: no admin_token is configured",
+        ));
+    }
+    if !admin_ok(state, headers) {
+        return Err(ApiError::unauthorized(
+            "admin endpoints need Authorization: Bearer <admin_token>",
+        ));
+    }
+    state
+        .spool
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("dead letters exist only with delivery.mode = \"spool\""))
+}
+
+/// Filters of the dead-letter list, replay and purge.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DeadFilter {
+    pub destination: Option<String>,
+    pub reason: Option<String>,
+    /// Epoch ms, inclusive.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: Option<usize>,
+    /// Explicit ids (replay, purge).
+    pub ids: Option<Vec<u64>>,
+}
+
+impl DeadFilter {
+    fn keep(&self, d: &DeadLetter) -> bool {
+        self.destination.as_ref().is_none_or(|x| *x == d.destination)
+            && self.reason.as_ref().is_none_or(|x| *x == d.reason)
+            && self.since_ms.is_none_or(|x| d.at_ms >= x)
+            && self.until_ms.is_none_or(|x| d.at_ms <= x)
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&d.id))
+    }
+}
+
+const MAX_DEAD_PAGE: usize = 10_000;
+
+/// `GET /admin/dead-letters?destination=&reason=&since_ms=&until_ms=&limit=`
+pub async fn dead_letters_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<DeadFilter>,
+) -> Result<Response, ApiError> {
+    let spool = admin_spool(&state, &headers)?;
+    let limit = filter.limit.unwrap_or(100).min(MAX_DEAD_PAGE);
+    let letters = spool
+        .dead_letters(limit, |d| filter.keep(d))
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
+    let total = spool.dead_count().unwrap_or(0);
+    Ok(
+        Json(json!({"total": total, "dropped_since_start": spool.dead_dropped(), "dead_letters": letters}))
+            .into_response(),
+    )
+}
+
+/// `GET /admin/dead-letters/{id}`
+pub async fn dead_letters_show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    let spool = admin_spool(&state, &headers)?;
+    match spool
+        .dead_letter(id)
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?
+    {
+        Some(letter) => Ok(Json(letter).into_response()),
+        None => Err(ApiError::not_found(format!("no dead letter with id {id}"))),
+    }
+}
+
+async fn selected_ids(spool: &Spool, filter: &DeadFilter) -> Result<Vec<u64>, ApiError> {
+    let letters = spool
+        .dead_letters(usize::MAX, |d| filter.keep(d))
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
+    Ok(letters.into_iter().map(|d| d.id).collect())
+}
+
+async fn filter_body(body: Body) -> Result<DeadFilter, ApiError> {
+    let raw = to_bytes(body, 1 << 20)
+        .await
+        .map_err(|_| ApiError::too_large("filter body exceeds 1 MiB"))?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeadFilter::default());
+    }
+    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid filter: {e}")))
+}
+
+/// `POST /admin/dead-letters/replay` with a filter body (`{}` = all): re-queues them.
+pub async fn dead_letters_replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spool = admin_spool(&state, &headers)?;
+    let filter = filter_body(body).await?;
+    let ids = selected_ids(spool, &filter).await?;
+    let n = spool
+        .submit(Op::Replay(ids))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
+    Ok(Json(json!({"replayed": n})).into_response())
+}
+
+/// `DELETE /admin/dead-letters` with a filter body (`{}` = all): deletes them.
+pub async fn dead_letters_purge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spool = admin_spool(&state, &headers)?;
+    let filter = filter_body(body).await?;
+    let ids = selected_ids(spool, &filter).await?;
+    let n = spool
+        .submit(Op::Purge(ids))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
+    Ok(Json(json!({"purged": n})).into_response())
 }

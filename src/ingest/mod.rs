@@ -20,21 +20,36 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::AppConfig;
+use crate::delivery::spool::Spool;
 use crate::delivery::Deliverer;
 pub use error::ApiError;
 
 /// What every handler shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<AppConfig>,
+    /// Synchronous delivery (the destination events endpoint, `direct` mode).
     pub deliverer: Deliverer,
+    /// The durable queue (`spool` mode).
+    pub spool: Option<Spool>,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// False until listening, and again once shutdown starts.
     pub ready: Arc<AtomicBool>,
 }
 
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("spool", &self.spool)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppState {
+    /// Ready: listening, not shutting down, and the spool (if any) has room.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && !self.spool.as_ref().is_some_and(Spool::is_full)
     }
 }
 
@@ -46,7 +61,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/destinations/{id}/events", post(handlers::destination_events))
         .route("/v1/destinations/{id}/preview", post(handlers::destination_preview))
         .route("/v1/{kind}", post(handlers::segment_api))
+        .route("/metrics", get(handlers::metrics))
         .route("/admin/config", get(handlers::admin_config))
+        .route(
+            "/admin/dead-letters",
+            get(handlers::dead_letters_list).delete(handlers::dead_letters_purge),
+        )
+        .route("/admin/dead-letters/replay", post(handlers::dead_letters_replay))
+        .route("/admin/dead-letters/{id}", get(handlers::dead_letters_show))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
