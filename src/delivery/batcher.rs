@@ -8,6 +8,8 @@
 //! as Mixpanel documents. A lone form record is sent as an object (exactly what the
 //! reference sends), several as an array.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::Item;
@@ -49,16 +51,24 @@ pub struct Batch {
     pub items: Vec<(usize, Item)>,
 }
 
+/// The phase of each record: a record goes after the previous record of its
+/// event when the endpoint changes, and never before an earlier record of the
+/// request to the same endpoint (so updates of one profile keep their order
+/// across events).
 fn phase_of(items: &[(usize, Item)]) -> Vec<usize> {
     let mut phases = Vec::with_capacity(items.len());
-    let mut last: std::collections::HashMap<usize, (Endpoint, usize)> = std::collections::HashMap::new();
+    let mut last_of_event: HashMap<usize, (Endpoint, usize)> = HashMap::new();
+    let mut last_of_endpoint: HashMap<Endpoint, usize> = HashMap::new();
     for (_, item) in items {
-        let phase = match last.get(&item.event) {
+        let endpoint = item.record.endpoint;
+        let after_event = match last_of_event.get(&item.event) {
             None => 0,
-            Some((endpoint, phase)) if *endpoint == item.record.endpoint => *phase,
+            Some((e, phase)) if *e == endpoint => *phase,
             Some((_, phase)) => phase + 1,
         };
-        last.insert(item.event, (item.record.endpoint, phase));
+        let phase = after_event.max(last_of_endpoint.get(&endpoint).copied().unwrap_or(0));
+        last_of_event.insert(item.event, (endpoint, phase));
+        last_of_endpoint.insert(endpoint, phase);
         phases.push(phase);
     }
     phases
@@ -179,6 +189,21 @@ mod tests {
         let shape = |p: &Vec<Batch>| p.iter().map(|b| (b.endpoint, b.items.len())).collect::<Vec<_>>();
         assert_eq!(shape(&phases[0]), vec![(Endpoint::Import, 1), (Endpoint::Track, 2)]);
         assert_eq!(shape(&phases[1]), vec![(Endpoint::Engage, 2)]);
+    }
+
+    #[test]
+    fn profile_updates_keep_request_order_across_events() {
+        // Event 0: $identify then $set; event 1: only a $set. Event 1's $set must
+        // not overtake event 0's.
+        let items = positioned(vec![
+            item(0, Endpoint::Track),
+            item(0, Endpoint::Engage),
+            item(1, Endpoint::Engage),
+        ]);
+        let phases = plan(&dest(1000, 1 << 20), items);
+        assert_eq!(phases.len(), 2);
+        let engage: Vec<usize> = phases[1][0].items.iter().map(|(_, i)| i.event).collect();
+        assert_eq!(engage, vec![0, 1]);
     }
 
     #[test]

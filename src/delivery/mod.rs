@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod spool;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -93,12 +94,28 @@ impl Deliverer {
                 *slot = Some((item, ItemResult::Rejected { status: 400, message }));
             }
         }
+        // Events with a record that was not delivered: their later records are
+        // not sent (the reference stops an event at its first failed request).
+        let mut stopped: HashMap<usize, ItemResult> = HashMap::new();
         for phase in batcher::plan(dest, checked) {
-            let sends = phase
-                .into_iter()
-                .map(|batch| self.send_batch(dest, batch.endpoint, batch.items));
+            let mut sends = Vec::new();
+            for mut batch in phase {
+                batch.items.retain(|(pos, item)| match stopped.get(&item.event) {
+                    Some(earlier) => {
+                        if let Some(slot) = results.get_mut(*pos) {
+                            *slot = Some((item.clone(), skipped(earlier)));
+                        }
+                        false
+                    }
+                    None => true,
+                });
+                sends.push(self.send_batch(dest, batch.endpoint, batch.items));
+            }
             for batch_results in futures_util::future::join_all(sends).await {
                 for (pos, item, result) in batch_results {
+                    if !matches!(result, ItemResult::Delivered { .. }) {
+                        stopped.entry(item.event).or_insert_with(|| result.clone());
+                    }
                     if let Some(slot) = results.get_mut(pos) {
                         *slot = Some((item, result));
                     }
@@ -234,6 +251,21 @@ impl Deliverer {
                 }
             }
         })
+    }
+}
+
+/// The result of a record not sent because an earlier record of its event failed.
+fn skipped(earlier: &ItemResult) -> ItemResult {
+    match earlier {
+        ItemResult::Failed { message, retry_after } => ItemResult::Failed {
+            message: format!("not sent: an earlier request of this event failed ({message})"),
+            retry_after: *retry_after,
+        },
+        ItemResult::Rejected { status, message } => ItemResult::Rejected {
+            status: *status,
+            message: format!("not sent: an earlier request of this event was rejected ({message})"),
+        },
+        ItemResult::Delivered { .. } => earlier.clone(),
     }
 }
 

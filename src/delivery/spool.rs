@@ -35,6 +35,10 @@ const STATE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("state")
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// redb's page cache: the spool is a queue (written once, read once), so a small
+/// cache is enough and keeps the process's memory bounded.
+pub const SPOOL_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Exit code when the disk fails a commit (EX_SOFTWARE is 70; EX_IOERR 74).
 pub const EXIT_STORAGE_FAILURE: i32 = 74;
 
@@ -157,7 +161,10 @@ impl Spool {
     /// Opens (or creates) the spool in `dir` and starts its writer thread.
     pub fn open(dir: &Path, limits: SpoolLimits) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = Database::create(dir.join("spool.redb")).map_err(storage)?;
+        let db = Database::builder()
+            .set_cache_size(SPOOL_CACHE_BYTES)
+            .create(dir.join("spool.redb"))
+            .map_err(storage)?;
         let tx = db.begin_write().map_err(storage)?;
         {
             tx.open_table(QUEUE).map_err(storage)?;

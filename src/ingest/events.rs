@@ -56,8 +56,30 @@ pub struct EventLimits {
     pub max_batch_events: usize,
 }
 
+/// Bytes ingest may add to an event (`messageId`, `receivedAt`,
+/// `originalTimestamp`, `timestamp`), allowed on top of `max_event_bytes`.
+pub const ENRICHMENT_ALLOWANCE: usize = 256;
+
+/// Checked, enriched events with their serialized form (what the spool stores).
+#[derive(Debug, Default)]
+pub struct Extracted {
+    pub events: Vec<Value>,
+    pub serialized: Vec<Vec<u8>>,
+}
+
 /// Extracts, enriches and checks the events of a request body.
 pub fn extract(kind: RouteKind, body: Value, limits: EventLimits, now: DateTime<Utc>) -> Result<Vec<Value>, ApiError> {
+    extract_serialized(kind, body, limits, now).map(|e| e.events)
+}
+
+/// [`extract`], keeping each event's JSON bytes (serialized once, after
+/// enrichment; the size limit is checked on them).
+pub fn extract_serialized(
+    kind: RouteKind,
+    body: Value,
+    limits: EventLimits,
+    now: DateTime<Utc>,
+) -> Result<Extracted, ApiError> {
     let Value::Object(mut body) = body else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -73,18 +95,21 @@ pub fn extract(kind: RouteKind, body: Value, limits: EventLimits, now: DateTime<
         RouteKind::Batch => batch_events(body, limits)?,
     };
     let received_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut serialized = Vec::with_capacity(events.len());
     for (index, event) in events.iter_mut().enumerate() {
-        let size = serde_json::to_vec(&*event).map(|v| v.len()).unwrap_or(0);
-        if size > limits.max_event_bytes {
+        segment::check(event).map_err(|e| event_error(index, &e))?;
+        enrich(event, &received_at, now);
+        let bytes = serde_json::to_vec(&*event).unwrap_or_default();
+        let size = bytes.len();
+        if size > limits.max_event_bytes + ENRICHMENT_ALLOWANCE {
             return Err(ApiError::too_large(format!(
                 "event {index} is {size} bytes; the limit is {} bytes per event",
                 limits.max_event_bytes
             )));
         }
-        segment::check(event).map_err(|e| event_error(index, &e))?;
-        enrich(event, &received_at, now);
+        serialized.push(bytes);
     }
-    Ok(events)
+    Ok(Extracted { events, serialized })
 }
 
 fn event_error(index: usize, e: &EventError) -> ApiError {

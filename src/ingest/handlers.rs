@@ -103,10 +103,11 @@ pub async fn segment_api(
     if destinations.is_empty() {
         return Err(ApiError::unauthorized("unknown write key"));
     }
-    let events = events::extract(route, value, event_limits(&state), Utc::now())?;
+    let extracted = events::extract_serialized(route, value, event_limits(&state), Utc::now())?;
     if let Some(spool) = &state.spool {
-        return accept_into_spool(spool, &destinations, &events).await;
+        return accept_into_spool(spool, &destinations, extracted.serialized).await;
     }
+    let events = extracted.events;
     let now = now_ms();
     let mut rejected = Vec::new();
     let mut retry: Option<Duration> = None;
@@ -142,11 +143,11 @@ pub async fn segment_api(
 async fn accept_into_spool(
     spool: &Spool,
     destinations: &[&DestinationConfig],
-    events: &[Value],
+    events: Vec<Vec<u8>>,
 ) -> Result<Response, ApiError> {
-    let mut batch = Vec::with_capacity(events.len() * destinations.len());
-    for event in events {
-        let bytes = serde_json::to_vec(event).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let count = events.len();
+    let mut batch = Vec::with_capacity(count * destinations.len());
+    for bytes in events {
         for dest in destinations {
             batch.push((dest.id.clone(), bytes.clone()));
         }
@@ -154,12 +155,12 @@ async fn accept_into_spool(
     match spool.append(batch).await {
         Ok(()) => {
             for dest in destinations {
-                metrics::counter!(t::EVENTS_ACCEPTED, "destination" => dest.id.clone()).increment(events.len() as u64);
+                metrics::counter!(t::EVENTS_ACCEPTED, "destination" => dest.id.clone()).increment(count as u64);
             }
             Ok(Json(json!({"success": true})).into_response())
         }
         Err(SpoolError::Full(reason)) => {
-            metrics::counter!(t::EVENTS_REFUSED_FULL).increment(events.len() as u64);
+            metrics::counter!(t::EVENTS_REFUSED_FULL).increment(count as u64);
             let mut e = ApiError::unavailable(format!("spool is full ({reason}); retry later"), DEFAULT_RETRY_AFTER);
             e.code = "spool_full";
             Err(e)
