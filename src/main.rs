@@ -44,6 +44,101 @@ enum Command {
     },
     /// Read cases (JSON lines) on stdin and print what would be sent, one result line per case.
     Preview,
+    /// Dead letters of a running server (through its admin API).
+    DeadLetters {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The admin token (or MIXPANEL_ACTIONS_ADMIN_TOKEN).
+        #[arg(long, env = "MIXPANEL_ACTIONS_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadAction {
+    /// List dead letters, newest first.
+    List(DeadFilterArgs),
+    /// Show one dead letter.
+    Show { id: u64 },
+    /// Re-queue the matching dead letters (all when no filter is given).
+    Replay(DeadFilterArgs),
+    /// Delete the matching dead letters (all when no filter is given).
+    Purge(DeadFilterArgs),
+}
+
+#[derive(clap::Args)]
+struct DeadFilterArgs {
+    #[arg(long)]
+    destination: Option<String>,
+    /// `rejected` or `expired`.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only those at or after this epoch-ms time.
+    #[arg(long)]
+    since_ms: Option<i64>,
+    /// Only those at or before this epoch-ms time.
+    #[arg(long)]
+    until_ms: Option<i64>,
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Explicit ids.
+    #[arg(long, value_delimiter = ',')]
+    ids: Vec<u64>,
+}
+
+impl DeadFilterArgs {
+    fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(d) = &self.destination {
+            m.insert("destination".into(), d.clone().into());
+        }
+        if let Some(r) = &self.reason {
+            m.insert("reason".into(), r.clone().into());
+        }
+        if let Some(v) = self.since_ms {
+            m.insert("since_ms".into(), v.into());
+        }
+        if let Some(v) = self.until_ms {
+            m.insert("until_ms".into(), v.into());
+        }
+        if let Some(v) = self.limit {
+            m.insert("limit".into(), v.into());
+        }
+        if !self.ids.is_empty() {
+            m.insert("ids".into(), self.ids.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+async fn dead_letters(url: &str, token: &str, action: DeadAction) -> anyhow::Result<bool> {
+    let client = reqwest::Client::new();
+    let base = format!("{}/admin/dead-letters", url.trim_end_matches('/'));
+    let request = match &action {
+        DeadAction::List(f) => {
+            let query: Vec<(String, String)> = f
+                .json()
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.to_string().trim_matches('"').to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            client.get(&base).query(&query)
+        }
+        DeadAction::Show { id } => client.get(format!("{base}/{id}")),
+        DeadAction::Replay(f) => client.post(format!("{base}/replay")).json(&f.json()),
+        DeadAction::Purge(f) => client.delete(&base).json(&f.json()),
+    };
+    let response = request.bearer_auth(token).send().await?;
+    let ok = response.status().is_success();
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(ok)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -130,6 +225,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Preview => preview().map(|()| true),
         Command::Check { config } => check(&config),
+        Command::DeadLetters { url, token, action } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(dead_letters(&url, &token, action))),
         Command::Serve { config } => {
             init_tracing(cli.log_format);
             tokio::runtime::Builder::new_multi_thread()
