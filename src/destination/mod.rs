@@ -12,7 +12,7 @@ mod presets;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::mapping::kit;
+use crate::mapping::kit::CompiledMapping;
 use crate::mapping::schema::{self, Mode};
 use crate::mixpanel::actions::{self, ActionKind, Context, Record};
 use crate::mixpanel::api::{self, Endpoint, Request};
@@ -54,7 +54,8 @@ pub struct Subscription {
     pub name: String,
     pub trigger: Trigger,
     pub action: ActionKind,
-    pub mapping: Value,
+    /// The mapping, validated and compiled once (`mapping.source()` is the JSON).
+    pub mapping: CompiledMapping,
     pub enabled: bool,
 }
 
@@ -85,12 +86,12 @@ impl Subscription {
         if !config.mapping.is_object() {
             return Err(error("mapping must be an object".into()));
         }
-        kit::validate(&config.mapping).map_err(|e| error(format!("invalid mapping: {e}")))?;
+        let mapping = CompiledMapping::compile(&config.mapping).map_err(|e| error(format!("invalid mapping: {e}")))?;
         Ok(Subscription {
             name: config.name.clone(),
             trigger,
             action,
-            mapping: config.mapping.clone(),
+            mapping,
             enabled: config.enabled.unwrap_or(true),
         })
     }
@@ -220,7 +221,7 @@ impl Destination {
         let configured = self
             .subscriptions
             .get(subscription)
-            .and_then(|s| s.mapping.get("batch_size"))
+            .and_then(|s| s.mapping.source().get("batch_size"))
             .and_then(Value::as_f64)
             .filter(|n| n.is_finite() && *n >= 1.0);
         match configured {
@@ -231,8 +232,8 @@ impl Destination {
 }
 
 fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
-    // Mappings are validated when subscriptions are loaded.
-    let resolved = match kit::resolve_validated(&sub.mapping, event) {
+    // Mappings are validated and compiled when subscriptions are loaded.
+    let resolved = match sub.mapping.resolve(event) {
         Ok(v) => v,
         Err(e) => {
             return EventResult::Failed {

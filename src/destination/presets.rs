@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Subscription;
+use crate::mapping::kit::CompiledMapping;
 use crate::mixpanel::actions::ActionKind;
 use crate::subscription::Trigger;
 
@@ -41,11 +42,12 @@ pub fn presets() -> Vec<Subscription> {
         .filter_map(|(name, subscribe, action)| {
             // The preset triggers are constants; a unit test proves they parse.
             let trigger = Trigger::parse(subscribe).ok()?;
+            let mapping = CompiledMapping::compile(&preset_mapping(name, *action)).ok()?;
             Some(Subscription {
                 name: (*name).to_owned(),
                 trigger,
                 action: *action,
-                mapping: preset_mapping(name, *action),
+                mapping,
                 enabled: true,
             })
         })
@@ -60,8 +62,8 @@ mod tests {
     fn all_six_presets_parse() {
         let p = presets();
         assert_eq!(p.len(), 6);
-        assert_eq!(p[2].mapping["event"], json!({"@template": "Viewed {{name}}"}));
-        assert_eq!(p[0].mapping["event"], json!({"@path": "$.event"}));
+        assert_eq!(p[2].mapping.source()["event"], json!({"@template": "Viewed {{name}}"}));
+        assert_eq!(p[0].mapping.source()["event"], json!({"@path": "$.event"}));
     }
 
     #[test]

@@ -25,9 +25,9 @@ fn single_mode_one_import_per_event() {
 #[test]
 fn batch_mode_chunks_by_batch_size() {
     let mut d = dest();
-    if let Some(Value::Object(m)) = d.subscriptions.get_mut(0).map(|s| &mut s.mapping) {
-        m.insert("batch_size".into(), json!(2));
-    }
+    let mut mapping = d.subscriptions[0].mapping.source().clone();
+    mapping["batch_size"] = json!(2);
+    d.subscriptions[0].mapping = crate::mapping::kit::CompiledMapping::compile(&mapping).unwrap();
     let events: Vec<Value> = (0..5).map(|i| track("A", &i.to_string())).collect();
     let out = d.process(&events, Mode::Batch, 0);
     let reqs = out.into_requests(&d, Mode::Batch, false);

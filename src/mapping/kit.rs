@@ -12,6 +12,8 @@
 //! Code map:
 //! - `validate`: shape checks and their messages (`/field/@directive problem.`);
 //! - `resolve`: the directive interpreter;
+//! - `compiled`: [`CompiledMapping`], a mapping compiled once for repeated
+//!   resolution (hot shapes as nodes, the rest through `resolve`);
 //! - `path`: path splitting and lookups with JavaScript property semantics;
 //! - `template`, `replace`, `liquid`: the text directives;
 //! - `value`: the intermediate value type and JavaScript conversions
@@ -26,6 +28,7 @@
 //! - the event is never cloned as a whole: leaves are borrowed while resolving and
 //!   cloned once into the result.
 
+mod compiled;
 mod liquid;
 mod path;
 mod replace;
@@ -39,6 +42,7 @@ mod tests;
 
 use serde_json::Value;
 
+pub use self::compiled::CompiledMapping;
 use self::resolve::{eval, mapping_to_process, transform_to_json, transform_validated_to_json, Fail};
 use self::value::{Data, Resolved};
 

@@ -92,7 +92,33 @@ enum Cursor<'a> {
     Owned(Resolved<'a>),
 }
 
-fn walk<'a>(data: Data<'a>, keys: &[Cow<'_, str>]) -> Resolved<'a> {
+/// A path split once, for repeated lookups (the compiled mappings): the same
+/// result as [`get`] (or [`get_dollar`]) on the path it was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct KeyPath {
+    keys: Box<[Box<str>]>,
+}
+
+impl KeyPath {
+    /// [`get`]'s path (no `$.` handling). The whole data (`""`, `"."`) is no key.
+    pub(crate) fn plain(path: &str) -> KeyPath {
+        KeyPath {
+            keys: split_path(path).into_iter().map(|k| Box::from(k.as_ref())).collect(),
+        }
+    }
+
+    /// [`get_dollar`]'s path: the first `$.` is removed, wherever it is.
+    pub(crate) fn dollar(path: &str) -> KeyPath {
+        KeyPath::plain(&path.replacen("$.", "", 1))
+    }
+
+    /// Looks the path up in `data`.
+    pub(crate) fn get<'a>(&self, data: Data<'a>) -> Resolved<'a> {
+        walk(data, &self.keys)
+    }
+}
+
+fn walk<'a, K: AsRef<str>>(data: Data<'a>, keys: &[K]) -> Resolved<'a> {
     let mut cursor = Cursor::Borrowed(data);
     for key in keys {
         let next = match &cursor {
@@ -128,10 +154,23 @@ fn walk<'a>(data: Data<'a>, keys: &[Cow<'_, str>]) -> Resolved<'a> {
 
 fn json_child<'a>(v: &'a Value, key: &str) -> Resolved<'a> {
     match v {
-        Value::Object(map) => map.get(key).map_or(Resolved::Undef, Resolved::Ref),
+        Value::Object(map) => own_member(map, key).map_or(Resolved::Undef, Resolved::Ref),
         Value::Array(items) => indexed(key, items.len(), |i| items.get(i).map(Resolved::Ref)),
         Value::String(s) => string_child(s, key),
         _ => Resolved::Undef,
+    }
+}
+
+/// Objects up to this many members are searched by comparing keys, which is
+/// cheaper than hashing the key for small objects.
+const LINEAR_SEARCH_MAX: usize = 12;
+
+/// An own member of an object (keys are unique, so any search finds the same).
+fn own_member<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= LINEAR_SEARCH_MAX {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::mapping::number::normalize_json_number;
 
 /// Deepest mapping nesting that is resolved (deeper mappings are rejected rather
 /// than risking the stack).
-const MAX_DEPTH: usize = 200;
+pub(crate) const MAX_DEPTH: usize = 200;
 
 /// Key of the reference's root-level directive (`__segment_internal_directive`).
 pub(crate) const ROOT_DIRECTIVE_KEY: &str = "__segment_internal_directive";
@@ -40,7 +40,7 @@ impl Fail {
         }
     }
 
-    fn under(mut self, key: &str) -> Self {
+    pub(crate) fn under(mut self, key: &str) -> Self {
         self.path.push(key.to_owned());
         self
     }
@@ -126,11 +126,17 @@ fn prepare<'m>(mapping: &'m Value, data: Data<'_>) -> Result<Cow<'m, Value>, Fai
 
 /// Checks the data and applies the root-directive rule.
 fn prepare_unchecked<'m>(mapping: &'m Value, data: Data<'_>) -> Result<Cow<'m, Value>, Fail> {
+    check_data(data)?;
+    mapping_to_process(mapping)
+}
+
+/// The reference's first check: the data must be an object.
+pub(crate) fn check_data(data: Data<'_>) -> Result<(), Fail> {
     let type_name = data_type(data);
     if type_name != "object" {
         return Err(Fail::new(format!("data must be an object, got {type_name}")));
     }
-    mapping_to_process(mapping)
+    Ok(())
 }
 
 fn data_type(data: Data<'_>) -> &'static str {

@@ -17,9 +17,50 @@ pub(crate) fn render(template: &str, data: Data<'_>) -> String {
     replace_placeholders(&first, "{{", "}}", data)
 }
 
+/// A piece of a template for one pass: text copied as it is, or the trimmed
+/// inside of a placeholder (a path for [`get`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Piece<'t> {
+    Text(&'t str),
+    Placeholder(&'t str),
+}
+
+/// The pieces of one pass over `template`, in order, as [`render`] reads them:
+/// `None` when the template has a `{{{...}}}` placeholder (the first pass changes
+/// the text the second pass reads), else the `{{...}}` pass's pieces.
+pub(crate) fn parse(template: &str) -> Option<Vec<Piece<'_>>> {
+    let mut triple = false;
+    scan(template, "{{{", "}}}", |piece| {
+        triple |= matches!(piece, Piece::Placeholder(_))
+    });
+    if triple {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    scan(template, "{{", "}}", |piece| pieces.push(piece));
+    Some(pieces)
+}
+
 fn replace_placeholders(text: &str, open: &str, close: &str, data: Data<'_>) -> String {
     let mut out = String::with_capacity(text.len());
+    scan(text, open, close, |piece| match piece {
+        Piece::Text(t) => out.push_str(t),
+        Piece::Placeholder(path) => {
+            let value = get(data, path);
+            if !value.is_nullish() {
+                js_string(&value, &mut out);
+            }
+        }
+    });
+    out
+}
+
+/// Splits `text` into text and `open ... close` placeholders (one or more
+/// characters other than `}` inside); text pieces are never empty.
+fn scan<'t>(text: &'t str, open: &str, close: &str, mut each: impl FnMut(Piece<'t>)) {
     let mut i = 0;
+    // Start of the text not yet handed out.
+    let mut text_start = 0;
     // Byte offset of the first `}` at or after the last search start (or the text's
     // length when there is none); keeps the scan linear even for long runs of `{`.
     let mut next_close: Option<usize> = None;
@@ -40,22 +81,22 @@ fn replace_placeholders(text: &str, open: &str, close: &str, data: Data<'_>) -> 
             };
             let closes = text.get(inner_end..).is_some_and(|s| s.starts_with(close));
             if inner_end > inner_start && closes {
-                let inner = text.get(inner_start..inner_end).unwrap_or("");
-                let value = get(data, js_trim(inner));
-                if !value.is_nullish() {
-                    js_string(&value, &mut out);
+                if text_start < i {
+                    each(Piece::Text(text.get(text_start..i).unwrap_or("")));
                 }
+                let inner = text.get(inner_start..inner_end).unwrap_or("");
+                each(Piece::Placeholder(js_trim(inner)));
                 i = inner_end + close.len();
+                text_start = i;
                 continue;
             }
         }
         match rest.chars().next() {
-            Some(c) => {
-                out.push(c);
-                i += c.len_utf8();
-            }
+            Some(c) => i += c.len_utf8(),
             None => break,
         }
     }
-    out
+    if text_start < text.len() {
+        each(Piece::Text(text.get(text_start..).unwrap_or("")));
+    }
 }

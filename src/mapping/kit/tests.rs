@@ -1128,7 +1128,8 @@ fn deep_mappings_are_rejected_not_overflowed() {
 
 // -------------------------------------------------------------------- proptest
 
-fn arb_json() -> impl Strategy<Value = Value> {
+/// Arbitrary JSON leaning to mapping shapes (directive names, option keys, paths).
+pub(super) fn arb_json() -> impl Strategy<Value = Value> {
     let key = prop_oneof![
         Just("@path".to_owned()),
         Just("@if".to_owned()),

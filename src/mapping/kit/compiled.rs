@@ -1,0 +1,472 @@
+//! Compiled mappings: a subscription's mapping read once into a tree of nodes, so
+//! that resolving it for every event skips re-reading its shape.
+//!
+//! [`CompiledMapping::resolve`] gives exactly what [`super::resolve`] gives (the same
+//! JSON, the same errors): the hot shapes are compiled and everything else runs the
+//! generic interpreter on the original mapping value.
+//!
+//! Compiled:
+//! - JSON without directives (a literal, copied as it is);
+//! - plain objects and arrays (their members compiled);
+//! - `@path` with a literal path: split once, `$.` removed at compile time, then
+//!   the interpreter's own walk ([`KeyPath`]);
+//! - `@if` with `exists` or `blank` (their options compiled);
+//! - `@template` with a literal text: its `{{...}}` pieces parsed once (a text with
+//!   `{{{...}}}` placeholders is rendered by the interpreter's two passes);
+//! - `@arrayPath` with a literal path (its shape compiled);
+//! - `@literal` (its option compiled, as the interpreter resolves it).
+//!
+//! Left to the generic interpreter ([`Node::Generic`]): every other directive
+//! (`@case`, `@replace`, `@json`, `@flatten`, `@merge`, `@transform`,
+//! `@excludeWhenNull`, `@liquid`, unknown names), the compiled directives whose
+//! options are not literal (`@path` given by a directive, `@arrayPath` whose path is
+//! a directive or missing, `@if` without a truthy `exists`/`blank`, non-object
+//! options) and anything nested deeper than the interpreter goes. The root-directive
+//! form (`__segment_internal_directive`) is rewritten once at compile time like the
+//! interpreter does for each call, and the rewrite is compiled.
+//!
+//! Generic nodes evaluate at the nesting depth the interpreter would be at, and
+//! errors are tagged with the same field keys, so messages match too.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::path::KeyPath;
+use super::resolve::{check_data, eval, is_directive, mapping_to_process, Fail, MAX_DEPTH};
+use super::template::{self, Piece};
+use super::value::{js_string, json_truthy, opt_truthy, Data, Resolved};
+use super::MappingError;
+
+#[cfg(test)]
+mod tests;
+
+/// A mapping prepared once (validated, paths pre-split) for fast repeated
+/// resolution.
+///
+/// ```
+/// use mixpanel_actions::mapping::kit::CompiledMapping;
+/// use serde_json::json;
+///
+/// let mapping = json!({"app": {"@path": "$.context.app.name"}, "fixed": 1});
+/// let compiled = CompiledMapping::compile(&mapping).unwrap();
+/// let event = json!({"context": {"app": {"name": "Shop"}}});
+/// assert_eq!(compiled.resolve(&event).unwrap(), json!({"app": "Shop", "fixed": 1}));
+/// assert_eq!(compiled.source(), &mapping);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CompiledMapping {
+    /// The mapping as given.
+    source: Value,
+    /// The mapping the interpreter resolves when it differs from `source` (the
+    /// root-directive rewrite); generic nodes point into it.
+    processed: Option<Value>,
+    root: Node,
+}
+
+impl CompiledMapping {
+    /// Validates (exactly like [`super::validate`]) and compiles.
+    pub fn compile(mapping: &Value) -> Result<CompiledMapping, MappingError> {
+        super::validate(mapping)?;
+        let processed = mapping_to_process(mapping)?;
+        let root = Compiler::default().node(&processed, 0);
+        let processed = match processed {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(v) => Some(v),
+        };
+        Ok(CompiledMapping {
+            source: mapping.clone(),
+            processed,
+            root,
+        })
+    }
+
+    /// Same result as [`super::resolve`]`(self.source(), data)` (equal JSON, equal
+    /// errors), without re-validating or re-reading the mapping.
+    pub fn resolve(&self, data: &Value) -> Result<Value, MappingError> {
+        let data = Data::Json(data);
+        check_data(data)?;
+        let mapping = self.processed.as_ref().unwrap_or(&self.source);
+        Ok(self.root.to_json(mapping, data)?.unwrap_or(Value::Null))
+    }
+
+    /// The original mapping.
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+}
+
+#[cfg(test)]
+impl CompiledMapping {
+    /// How many values are left to the generic interpreter.
+    fn generic_nodes(&self) -> usize {
+        self.root.generic_nodes()
+    }
+}
+
+#[cfg(test)]
+impl Node {
+    fn generic_nodes(&self) -> usize {
+        let boxed = |node: &Option<Box<Node>>| node.as_ref().map_or(0, |n| n.generic_nodes());
+        match self {
+            Node::Generic { .. } => 1,
+            Node::If {
+                condition: Condition::Exists(c) | Condition::Blank(c),
+                then,
+                otherwise,
+            } => c.generic_nodes() + boxed(then) + boxed(otherwise),
+            Node::ArrayPath { shape, .. } => boxed(shape),
+            Node::Object(members) => members.iter().map(|(_, n)| n.generic_nodes()).sum(),
+            Node::Array(items) => items.iter().map(Node::generic_nodes).sum(),
+            Node::Literal(_) | Node::Path(_) | Node::Template { .. } | Node::TemplateText(_) => 0,
+        }
+    }
+}
+
+/// One compiled mapping value.
+#[derive(Debug, Clone)]
+enum Node {
+    /// JSON without directives: copied as it is.
+    Literal(Value),
+    /// `@path` with a literal path.
+    Path(KeyPath),
+    /// `@if`; `otherwise` is only kept when the `else` option is truthy (the
+    /// interpreter ignores a falsy one).
+    If {
+        condition: Condition,
+        then: Option<Box<Node>>,
+        otherwise: Option<Box<Node>>,
+    },
+    /// `@template` with a literal text without `{{{...}}}` placeholders.
+    Template {
+        pieces: Box<[TemplatePiece]>,
+        text_len: usize,
+    },
+    /// `@template` with a literal text that has `{{{...}}}` placeholders.
+    TemplateText(Box<str>),
+    /// `@arrayPath` with a literal path; `shape` only when it is a non-empty
+    /// object (the interpreter returns the value found otherwise).
+    ArrayPath { path: KeyPath, shape: Option<Box<Node>> },
+    /// A plain object: members in mapping order.
+    Object(Box<[(String, Node)]>),
+    /// A plain array.
+    Array(Box<[Node]>),
+    /// The generic interpreter on the mapping value at `at` (from the mapping's
+    /// root), at the nesting depth the interpreter would be at.
+    Generic { at: Box<[Step]>, depth: usize },
+}
+
+#[derive(Debug, Clone)]
+enum Condition {
+    /// `exists` (present, even when falsy): the value is not `null`/`undefined`.
+    Exists(Box<Node>),
+    /// `blank`: the value is not `null`/`undefined`/`""`.
+    Blank(Box<Node>),
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePiece {
+    Text(Box<str>),
+    Path(KeyPath),
+}
+
+/// One step from a mapping value to a member.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(Box<str>),
+    Index(usize),
+}
+
+/// What a condition's value is, as `@if` tests it.
+struct Tested {
+    nullish: bool,
+    empty_string: bool,
+}
+
+impl Node {
+    /// Resolves the node to its final JSON (`None` for `undefined`), like the
+    /// interpreter's `eval(..).into_json()`. `mapping` is the mapping's root, for
+    /// generic nodes.
+    fn to_json<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<Option<Value>, Fail> {
+        match self {
+            Node::Literal(v) => Ok(Some(v.clone())),
+            Node::Path(path) => Ok(path.get(data).into_json()),
+            Node::If {
+                condition,
+                then,
+                otherwise,
+            } => {
+                let holds = match condition {
+                    Condition::Exists(node) => !node.test(mapping, data)?.nullish,
+                    Condition::Blank(node) => {
+                        let tested = node.test(mapping, data)?;
+                        !tested.nullish && !tested.empty_string
+                    }
+                };
+                let branch = if holds { then } else { otherwise };
+                match branch {
+                    Some(node) => node.to_json(mapping, data),
+                    None => Ok(None),
+                }
+            }
+            Node::Template { pieces, text_len } => {
+                let mut out = String::with_capacity(*text_len);
+                for piece in pieces.iter() {
+                    match piece {
+                        TemplatePiece::Text(text) => out.push_str(text),
+                        TemplatePiece::Path(path) => {
+                            let value = path.get(data);
+                            if !value.is_nullish() {
+                                js_string(&value, &mut out);
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Value::String(out)))
+            }
+            Node::TemplateText(text) => Ok(Some(Value::String(template::render(text, data)))),
+            Node::ArrayPath { path, shape } => {
+                let found = path.get(data);
+                match shape {
+                    Some(shape) if found.is_object() || found.is_array() => {
+                        map_items(shape, &found, mapping).map(|items| Some(Value::Array(items)))
+                    }
+                    _ => Ok(found.into_json()),
+                }
+            }
+            Node::Object(members) => {
+                let mut out = Map::with_capacity(members.len());
+                for (key, node) in members.iter() {
+                    if let Some(value) = node.to_json(mapping, data).map_err(|e| e.under(key))? {
+                        out.insert(key.clone(), value);
+                    }
+                }
+                Ok(Some(Value::Object(out)))
+            }
+            Node::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, node) in items.iter().enumerate() {
+                    let value = node.to_json(mapping, data).map_err(|e| e.under(&i.to_string()))?;
+                    out.push(value.unwrap_or(Value::Null));
+                }
+                Ok(Some(Value::Array(out)))
+            }
+            Node::Generic { at, depth } => {
+                let value = locate(mapping, at)?;
+                Ok(eval(value, data, *depth)?.into_json())
+            }
+        }
+    }
+
+    /// What `@if` needs to know of the node's value (a path's value is not
+    /// copied).
+    fn test<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<Tested, Fail> {
+        if let Node::Path(path) = self {
+            let value = path.get(data);
+            return Ok(Tested {
+                nullish: value.is_nullish(),
+                empty_string: value.as_str() == Some(""),
+            });
+        }
+        Ok(match self.to_json(mapping, data)? {
+            None | Some(Value::Null) => Tested {
+                nullish: true,
+                empty_string: false,
+            },
+            Some(Value::String(s)) => Tested {
+                nullish: false,
+                empty_string: s.is_empty(),
+            },
+            Some(_) => Tested {
+                nullish: false,
+                empty_string: false,
+            },
+        })
+    }
+}
+
+/// `@arrayPath`'s mapping of the value found (an array: each item; an object:
+/// the object alone) through `shape`; `undefined` results become `null`.
+fn map_items(shape: &Node, found: &Resolved<'_>, mapping: &Value) -> Result<Vec<Value>, Fail> {
+    let one = |data: Data<'_>| shape.to_json(mapping, data).map(|v| v.unwrap_or(Value::Null));
+    match found {
+        Resolved::Ref(Value::Array(list)) => list.iter().map(|item| one(Data::Json(item))).collect(),
+        Resolved::Val(Value::Array(list)) => list.iter().map(|item| one(Data::Json(item))).collect(),
+        Resolved::Arr(list) => list.iter().map(|item| one(item.as_data())).collect(),
+        other => Ok(vec![one(other.as_data())?]),
+    }
+}
+
+/// The mapping value a generic node stands for.
+fn locate<'m>(mapping: &'m Value, at: &[Step]) -> Result<&'m Value, Fail> {
+    let mut current = mapping;
+    for step in at {
+        let next = match step {
+            Step::Key(key) => current.as_object().and_then(|map| map.get(key.as_ref())),
+            Step::Index(i) => current.as_array().and_then(|items| items.get(*i)),
+        };
+        // Compiled from this very value, so a step never misses.
+        current = next.ok_or_else(|| Fail::new("compiled mapping does not match its source"))?;
+    }
+    Ok(current)
+}
+
+/// Builds nodes, tracking where in the mapping it is (for generic nodes).
+#[derive(Default)]
+struct Compiler {
+    at: Vec<Step>,
+}
+
+impl Compiler {
+    /// Compiles `v`, which the interpreter would `eval` at `depth`.
+    fn node(&mut self, v: &Value, depth: usize) -> Node {
+        if depth > MAX_DEPTH {
+            return self.generic(depth);
+        }
+        match v {
+            Value::Object(map) if is_directive(map) => self.directive(map, depth),
+            Value::Object(map) => {
+                let mut members = Vec::with_capacity(map.len());
+                for (key, value) in map {
+                    let node = self.member(Step::Key(key.as_str().into()), value, depth + 1);
+                    members.push((key.clone(), node));
+                }
+                if members.iter().all(|(_, node)| matches!(node, Node::Literal(_))) {
+                    let literal = members
+                        .into_iter()
+                        .map(|(key, node)| (key, into_literal(node)))
+                        .collect();
+                    return Node::Literal(Value::Object(literal));
+                }
+                Node::Object(members.into_boxed_slice())
+            }
+            Value::Array(items) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    nodes.push(self.member(Step::Index(i), item, depth + 1));
+                }
+                if nodes.iter().all(|node| matches!(node, Node::Literal(_))) {
+                    return Node::Literal(Value::Array(nodes.into_iter().map(into_literal).collect()));
+                }
+                Node::Array(nodes.into_boxed_slice())
+            }
+            scalar => Node::Literal(scalar.clone()),
+        }
+    }
+
+    /// Compiles the member of the current value reached by `step`.
+    fn member(&mut self, step: Step, v: &Value, depth: usize) -> Node {
+        self.at.push(step);
+        let node = self.node(v, depth);
+        self.at.pop();
+        node
+    }
+
+    /// The current value, left to the interpreter.
+    fn generic(&self, depth: usize) -> Node {
+        Node::Generic {
+            at: self.at.clone().into_boxed_slice(),
+            depth,
+        }
+    }
+
+    /// A directive object the interpreter would `eval` at `depth`: it runs the
+    /// first `@` key, and the directive's options are evaluated at `depth + 1`.
+    fn directive(&mut self, map: &Map<String, Value>, depth: usize) -> Node {
+        let Some((name, options)) = map.iter().find(|(k, _)| k.starts_with('@')) else {
+            return self.generic(depth);
+        };
+        let inner = depth + 1;
+        if inner > MAX_DEPTH {
+            // Options are evaluated too deep (a `@template` text fails there).
+            return self.generic(depth);
+        }
+        self.at.push(Step::Key(name.as_str().into()));
+        let node = match (name.as_str(), options) {
+            ("@path", Value::String(path)) => Some(Node::Path(KeyPath::dollar(path))),
+            ("@template", Value::String(text)) => Some(compile_template(text)),
+            ("@literal", options) => Some(self.node(options, inner)),
+            ("@if", Value::Object(opts)) => self.condition(opts, inner),
+            ("@arrayPath", Value::Array(items)) => self.array_path(items, inner),
+            _ => None,
+        };
+        self.at.pop();
+        node.unwrap_or_else(|| self.generic(depth))
+    }
+
+    /// `@if` options (evaluated at `depth`); `None` when the interpreter would
+    /// fail on them.
+    fn condition(&mut self, opts: &Map<String, Value>, depth: usize) -> Option<Node> {
+        let exists = opts.get("exists");
+        let blank = opts.get("blank");
+        if !opt_truthy(exists) && !opt_truthy(blank) {
+            return None;
+        }
+        let condition = match (exists, blank) {
+            (Some(exists), _) => Condition::Exists(Box::new(self.member(Step::Key("exists".into()), exists, depth))),
+            (None, Some(blank)) => Condition::Blank(Box::new(self.member(Step::Key("blank".into()), blank, depth))),
+            (None, None) => return None,
+        };
+        let then = opts
+            .get("then")
+            .map(|then| Box::new(self.member(Step::Key("then".into()), then, depth)));
+        let otherwise = opts
+            .get("else")
+            .filter(|otherwise| json_truthy(otherwise))
+            .map(|otherwise| Box::new(self.member(Step::Key("else".into()), otherwise, depth)));
+        Some(Node::If {
+            condition,
+            then,
+            otherwise,
+        })
+    }
+
+    /// `@arrayPath` options (evaluated at `depth`); `None` unless the path is a
+    /// literal string.
+    fn array_path(&mut self, items: &[Value], depth: usize) -> Option<Node> {
+        let Some(Value::String(path)) = items.first() else {
+            return None;
+        };
+        let shape = match items.get(1) {
+            Some(shape @ Value::Object(map)) if !map.is_empty() => {
+                Some(Box::new(self.member(Step::Index(1), shape, depth)))
+            }
+            _ => None,
+        };
+        Some(Node::ArrayPath {
+            path: KeyPath::dollar(path),
+            shape,
+        })
+    }
+}
+
+fn into_literal(node: Node) -> Value {
+    match node {
+        Node::Literal(v) => v,
+        // Only called on literals.
+        _ => Value::Null,
+    }
+}
+
+fn compile_template(text: &str) -> Node {
+    match template::parse(text) {
+        Some(pieces) => {
+            let pieces: Box<[TemplatePiece]> = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::Text(t) => TemplatePiece::Text(t.into()),
+                    Piece::Placeholder(path) => TemplatePiece::Path(KeyPath::plain(path)),
+                })
+                .collect();
+            let text_len = pieces
+                .iter()
+                .map(|piece| match piece {
+                    TemplatePiece::Text(t) => t.len(),
+                    TemplatePiece::Path(_) => 0,
+                })
+                .sum();
+            Node::Template { pieces, text_len }
+        }
+        None => Node::TemplateText(text.into()),
+    }
+}
