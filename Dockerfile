@@ -18,7 +18,10 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /src/target/release/mixpanel-actions /usr/local/bin/mixpanel-actions
 COPY config ./config
+RUN mkdir -p /app/data && chown app /app/data
 USER app
+# The spool: mount a volume here so accepted events survive the container.
+VOLUME ["/app/data"]
 EXPOSE 8080
 ENV RUST_LOG=info
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

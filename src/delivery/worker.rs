@@ -259,7 +259,7 @@ async fn deliver_round(
                     Some(status),
                     message,
                     event,
-                    Some(item.record.data),
+                    Some(redact_tokens(item.record.data)),
                     Some(response),
                 ));
             }
@@ -325,6 +325,22 @@ async fn deliver_round(
     metrics::gauge!(t::SPOOL_BYTES).set(spool.bytes() as f64);
 }
 
+/// Form records carry the project token (`$token`, `token`); dead letters keep
+/// the request without it (secrets never appear in admin output).
+fn redact_tokens(mut record: Value) -> Value {
+    if let Value::Object(map) = &mut record {
+        if map.contains_key("$token") {
+            map.insert("$token".into(), Value::String("[redacted]".into()));
+        }
+        if let Some(Value::Object(props)) = map.get_mut("properties") {
+            if props.contains_key("token") {
+                props.insert("token".into(), Value::String("[redacted]".into()));
+            }
+        }
+    }
+    record
+}
+
 async fn submit(spool: &Spool, op: Op) {
     if let Err(e) = spool.submit(op).await {
         // The event stays queued: it is delivered again later (at least once).
@@ -354,5 +370,21 @@ fn dead(
         request,
         response,
         at_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dead_letter_requests_hide_the_project_token() {
+        let r = redact_tokens(json!({"$token": "tok", "$set": {"a": 1}}));
+        assert_eq!(r, json!({"$token": "[redacted]", "$set": {"a": 1}}));
+        let r = redact_tokens(json!({"event": "$identify", "properties": {"token": "tok", "x": 1}}));
+        assert_eq!(r["properties"], json!({"token": "[redacted]", "x": 1}));
+        let r = redact_tokens(json!({"event": "E", "properties": {"x": 1}}));
+        assert_eq!(r["properties"], json!({"x": 1}));
     }
 }
