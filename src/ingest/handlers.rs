@@ -502,20 +502,32 @@ async fn filter_body(body: Body) -> Result<DeadFilter, ApiError> {
     serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid filter: {e}")))
 }
 
+/// Applies `op` to the dead letters selected by the filter body; answers
+/// `{<verb>: count}`.
+async fn dead_letters_apply(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    op: fn(Vec<u64>) -> Op,
+    verb: &str,
+) -> Result<Response, ApiError> {
+    let spool = admin_spool(state, headers)?;
+    let filter = filter_body(body).await?;
+    let ids = selected_ids(spool, &filter).await?;
+    let n = spool
+        .submit(op(ids))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
+    Ok(Json(json!({ verb: n })).into_response())
+}
+
 /// `POST /admin/dead-letters/replay` with a filter body (`{}` = all): re-queues them.
 pub async fn dead_letters_replay(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spool = admin_spool(&state, &headers)?;
-    let filter = filter_body(body).await?;
-    let ids = selected_ids(spool, &filter).await?;
-    let n = spool
-        .submit(Op::Replay(ids))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    Ok(Json(json!({"replayed": n})).into_response())
+    dead_letters_apply(&state, &headers, body, Op::Replay, "replayed").await
 }
 
 /// `DELETE /admin/dead-letters` with a filter body (`{}` = all): deletes them.
@@ -524,12 +536,5 @@ pub async fn dead_letters_purge(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spool = admin_spool(&state, &headers)?;
-    let filter = filter_body(body).await?;
-    let ids = selected_ids(spool, &filter).await?;
-    let n = spool
-        .submit(Op::Purge(ids))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    Ok(Json(json!({"purged": n})).into_response())
+    dead_letters_apply(&state, &headers, body, Op::Purge, "purged").await
 }
