@@ -98,13 +98,26 @@ fn limit(dest: &DestinationConfig, endpoint: Endpoint) -> usize {
 
 fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
     let mut out: Vec<Batch> = Vec::new();
-    for endpoint in [Endpoint::Import, Endpoint::Track, Endpoint::Engage, Endpoint::Groups] {
+    let mut by_endpoint: [Vec<(usize, Item)>; 4] = Default::default();
+    for (pos, item) in items {
+        let slot = match item.record.endpoint {
+            Endpoint::Import => 0,
+            Endpoint::Track => 1,
+            Endpoint::Engage => 2,
+            Endpoint::Groups => 3,
+        };
+        if let Some(list) = by_endpoint.get_mut(slot) {
+            list.push((pos, item));
+        }
+    }
+    let endpoints = [Endpoint::Import, Endpoint::Track, Endpoint::Engage, Endpoint::Groups];
+    for (endpoint, list) in endpoints.into_iter().zip(by_endpoint) {
         let max = limit(dest, endpoint);
         let mut current: Vec<(usize, Item)> = Vec::new();
         let mut bytes = 2usize;
-        for (pos, item) in items.iter().filter(|(_, i)| i.record.endpoint == endpoint) {
+        for (pos, item) in list {
             let size = if endpoint == Endpoint::Import {
-                serde_json::to_vec(&item.record.data).map(|v| v.len() + 1).unwrap_or(0)
+                json_size(&item.record.data) + 1
             } else {
                 0
             };
@@ -116,7 +129,7 @@ fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
                 bytes = 2;
             }
             bytes += size;
-            current.push((*pos, item.clone()));
+            current.push((pos, item));
         }
         if !current.is_empty() {
             out.push(Batch {
@@ -126,6 +139,23 @@ fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
         }
     }
     out
+}
+
+/// The serialized size of a value, without building the bytes.
+fn json_size(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// The request for one batch.

@@ -135,14 +135,16 @@ struct EventTally {
     dead: Vec<DeadLetter>,
 }
 
-async fn deliver_round(
-    dest: &DestinationConfig,
-    spool: &Spool,
-    deliverer: &Deliverer,
-    settings: &WorkerSettings,
-    ready: Vec<Entry>,
-) {
-    let now = now_ms();
+/// Parsed events of one chunk, the entries they came from, the unreadable
+/// ones, and what the pipeline made of them.
+struct Chunk {
+    entries: Vec<Entry>,
+    events: Vec<Value>,
+    corrupt: Vec<(u64, String)>,
+    outcome: crate::destination::Outcome,
+}
+
+fn run_chunk(dest: &DestinationConfig, ready: Vec<Entry>, now: i64) -> Chunk {
     let mut events = Vec::with_capacity(ready.len());
     let mut entries = Vec::with_capacity(ready.len());
     let mut corrupt = Vec::new();
@@ -152,25 +154,73 @@ async fn deliver_round(
                 events.push(v);
                 entries.push(entry);
             }
-            Err(e) => corrupt.push((
-                entry.seq,
-                dead(
-                    dest,
-                    None,
-                    "rejected",
-                    None,
-                    format!("unreadable event: {e}"),
-                    Value::Null,
-                    None,
-                    None,
-                ),
-            )),
+            Err(e) => corrupt.push((entry.seq, format!("unreadable event: {e}"))),
+        }
+    }
+    let outcome = dest.destination.process(&events, Mode::Single, now);
+    Chunk {
+        entries,
+        events,
+        corrupt,
+        outcome,
+    }
+}
+
+/// Parses and transforms `ready` on the blocking pool, in as many chunks as
+/// there are cores, so a busy destination uses every core.
+async fn transform_parallel(dest: &Arc<DestinationConfig>, ready: Vec<Entry>, now: i64) -> Vec<Chunk> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = cores.min(ready.len() / MIN_CHUNK_EVENTS).max(1);
+    let per = ready.len().div_ceil(parts).max(1);
+    let mut rest = ready;
+    let mut handles = Vec::with_capacity(parts);
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        let chunk = std::mem::replace(&mut rest, tail);
+        let dest = dest.clone();
+        handles.push(tokio::task::spawn_blocking(move || run_chunk(&dest, chunk, now)));
+    }
+    let mut chunks = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(c) => chunks.push(c),
+            // A panic in the pipeline is a bug; the events stay queued.
+            Err(e) => tracing::error!(destination = %dest.id, error = %e, "transform task failed"),
+        }
+    }
+    chunks
+}
+
+/// Below this many events per chunk, splitting costs more than it saves.
+const MIN_CHUNK_EVENTS: usize = 64;
+
+async fn deliver_round(
+    dest: &Arc<DestinationConfig>,
+    spool: &Spool,
+    deliverer: &Deliverer,
+    settings: &WorkerSettings,
+    ready: Vec<Entry>,
+) {
+    let now = now_ms();
+    let chunks = transform_parallel(dest, ready, now).await;
+    let mut entries = Vec::new();
+    let mut events = Vec::new();
+    let mut corrupt = Vec::new();
+    let mut outcomes = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        outcomes.push((events.len(), chunk.outcome));
+        entries.extend(chunk.entries);
+        events.extend(chunk.events);
+        for (seq, message) in chunk.corrupt {
+            corrupt.push((
+                seq,
+                dead(dest, None, "rejected", None, message, Value::Null, None, None),
+            ));
         }
     }
     if !corrupt.is_empty() {
         let _ = spool.submit(Op::Dead(dest.id.clone(), corrupt)).await;
     }
-    let outcome = dest.destination.process(&events, Mode::Single, now);
     let mut tallies: Vec<EventTally> = (0..events.len()).map(|_| EventTally::default()).collect();
     let done: Vec<HashSet<u32>> = entries
         .iter()
@@ -184,42 +234,45 @@ async fn deliver_round(
     let mut positions: HashMap<usize, u32> = HashMap::new();
     let mut items = Vec::new();
     let mut item_positions = Vec::new();
-    for sub in outcome.subscriptions {
-        let sub_name = dest
-            .destination
-            .subscriptions
-            .get(sub.subscription)
-            .map(|s| s.name.clone());
-        for (event, result) in sub.events {
-            match result {
-                EventResult::Records(records) => {
-                    for record in records {
-                        let pos = positions.entry(event).or_insert(0);
-                        let this = *pos;
-                        *pos += 1;
-                        if done.get(event).is_some_and(|d| d.contains(&this)) {
-                            continue;
+    for (offset, outcome) in outcomes {
+        for sub in outcome.subscriptions {
+            let sub_name = dest
+                .destination
+                .subscriptions
+                .get(sub.subscription)
+                .map(|s| s.name.clone());
+            for (local, result) in sub.events {
+                let event = offset + local;
+                match result {
+                    EventResult::Records(records) => {
+                        for record in records {
+                            let pos = positions.entry(event).or_insert(0);
+                            let this = *pos;
+                            *pos += 1;
+                            if done.get(event).is_some_and(|d| d.contains(&this)) {
+                                continue;
+                            }
+                            items.push(Item {
+                                event,
+                                subscription: sub.subscription,
+                                record,
+                            });
+                            item_positions.push(this);
                         }
-                        items.push(Item {
-                            event,
-                            subscription: sub.subscription,
-                            record,
-                        });
-                        item_positions.push(this);
                     }
-                }
-                EventResult::Failed { status, message } => {
-                    if let (Some(tally), Some(ev)) = (tallies.get_mut(event), events.get(event)) {
-                        tally.dead.push(dead(
-                            dest,
-                            sub_name.clone(),
-                            "rejected",
-                            Some(status),
-                            message,
-                            ev.clone(),
-                            None,
-                            None,
-                        ));
+                    EventResult::Failed { status, message } => {
+                        if let (Some(tally), Some(ev)) = (tallies.get_mut(event), events.get(event)) {
+                            tally.dead.push(dead(
+                                dest,
+                                sub_name.clone(),
+                                "rejected",
+                                Some(status),
+                                message,
+                                ev.clone(),
+                                None,
+                                None,
+                            ));
+                        }
                     }
                 }
             }
