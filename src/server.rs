@@ -15,11 +15,17 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{AppConfig, DeliveryMode};
 use crate::delivery::backoff::Backoff;
-use crate::delivery::spool::{Spool, SpoolLimits};
+use crate::delivery::spool::{DeadLetter, Op, Spool, SpoolLimits};
 use crate::delivery::worker::{self, WorkerSettings};
 use crate::delivery::{Deliverer, RetryPolicy};
 use crate::ingest::{self, AppState};
 use crate::mixpanel::client::Client;
+
+/// Requests handled at once; more wait for a slot (bounds memory: each holds up to
+/// `max_request_bytes` twice plus its parsed events).
+pub const MAX_CONCURRENT_REQUESTS: usize = 256;
+/// A client that takes longer than this to send its body is cut off.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds the shared state from a validated configuration (opens the spool in
 /// `spool` mode).
@@ -58,6 +64,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let ready = state.ready.clone();
+    let state_shutdown_timeout = state.config.shutdown_timeout;
     let stop_workers = CancellationToken::new();
     let workers = TaskTracker::new();
     if let Some(spool) = &state.spool {
@@ -92,20 +99,41 @@ pub async fn serve(
         }
     }
     workers.close();
+    if let Some(spool) = &state.spool {
+        orphaned_to_dead_letters(spool, &state.config).await;
+    }
     let spool = state.spool.clone();
     let app = ingest::app(state)
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http());
     ready.store(true, Ordering::SeqCst);
     let stop_ready = ready.clone();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopping_signal = stopping.clone();
+    let cancel_workers = stop_workers.clone();
     let stop = async move {
         shutdown.await;
         stop_ready.store(false, Ordering::SeqCst);
+        // Workers start flushing now, in parallel with the HTTP drain.
+        cancel_workers.cancel();
+        stopping_signal.notify_one();
         tracing::info!("shutting down: no new requests, finishing in-flight ones");
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    let deadline = state_shutdown_timeout;
+    let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+    tokio::select! {
+        result = serving => result?,
+        () = async { stopping.notified().await; tokio::time::sleep(deadline).await } => {
+            tracing::warn!("shutdown timeout: closing connections still in flight");
+        }
+    }
     stop_workers.cancel();
-    workers.wait().await;
+    if tokio::time::timeout(deadline + Duration::from_secs(1), workers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout: workers still delivering are stopped; their events stay queued");
+    }
     if let Some(spool) = spool {
         tracing::info!(
             queued = spool.depth(),
@@ -114,6 +142,50 @@ pub async fn serve(
         spool.close();
     }
     Ok(())
+}
+
+/// Events queued for a destination that is no longer configured would wait
+/// forever (and fill the spool): they become dead letters, reported at ERROR.
+async fn orphaned_to_dead_letters(spool: &Spool, config: &AppConfig) {
+    let queued = match spool.queued_destinations() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "spool: cannot list queued destinations");
+            return;
+        }
+    };
+    for id in queued
+        .iter()
+        .filter(|id| !config.destinations.iter().any(|d| &d.id == *id))
+    {
+        let entries = spool.read(id, usize::MAX).unwrap_or_default();
+        tracing::error!(destination = %id, events = entries.len(), "queued events of a destination that is no longer configured: moving them to dead letters");
+        let now = chrono::Utc::now().timestamp_millis();
+        let letters = entries
+            .into_iter()
+            .map(|e| {
+                let event = serde_json::from_slice(&e.event).unwrap_or(serde_json::Value::Null);
+                (
+                    e.seq,
+                    DeadLetter {
+                        id: 0,
+                        destination: id.clone(),
+                        subscription: None,
+                        reason: "unconfigured".into(),
+                        status: None,
+                        message: format!("destination \"{id}\" is no longer configured"),
+                        event,
+                        request: None,
+                        response: None,
+                        at_ms: now,
+                    },
+                )
+            })
+            .collect();
+        if let Err(e) = spool.submit(Op::Dead(id.clone(), letters)).await {
+            tracing::error!(destination = %id, error = %e, "spool: moving orphaned events failed");
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

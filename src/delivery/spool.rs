@@ -17,7 +17,7 @@
 //! durability (fsync) and answers the callers only after the commit: concurrent
 //! appends share one commit (group commit). A commit that fails for lack of space
 //! answers [`SpoolError::Full`]; any other commit failure is fatal for the process
-//! (logged at ERROR, exit code 70): success is never reported for data that is not
+//! (logged at ERROR, exit code 74): success is never reported for data that is not
 //! on disk. After a crash, redb recovers the last committed state; everything in
 //! `queue` is delivered again (at least once; Mixpanel deduplicates `$insert_id`).
 
@@ -68,6 +68,9 @@ pub struct RetryState {
     /// Positions of the event's records already delivered.
     #[serde(default)]
     pub done: Vec<u32>,
+    /// Fingerprint of the subscriptions `done` refers to.
+    #[serde(default)]
+    pub config: u64,
 }
 
 /// A queued event.
@@ -94,6 +97,16 @@ pub struct DeadLetter {
     /// The Mixpanel record(s) that were sent, when any.
     pub request: Option<serde_json::Value>,
     pub response: Option<serde_json::Value>,
+    pub at_ms: i64,
+}
+
+/// The fields of a dead letter that filters look at.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct DeadSummary {
+    #[serde(default)]
+    pub id: u64,
+    pub destination: String,
+    pub reason: String,
     pub at_ms: i64,
 }
 
@@ -295,6 +308,21 @@ impl Spool {
         Ok(out)
     }
 
+    /// The destination ids that have queued events.
+    pub fn queued_destinations(&self) -> Result<Vec<String>, SpoolError> {
+        let rtx = self.inner.db.begin_read().map_err(storage)?;
+        let queue = rtx.open_table(QUEUE).map_err(storage)?;
+        let mut ids: Vec<String> = Vec::new();
+        for row in queue.iter().map_err(storage)? {
+            let (k, _) = row.map_err(storage)?;
+            let id = k.value().0;
+            if ids.last().map(String::as_str) != Some(id) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Number of queued events of `destination`.
     pub fn destination_depth(&self, destination: &str) -> Result<u64, SpoolError> {
         let rtx = self.inner.db.begin_read().map_err(storage)?;
@@ -323,6 +351,26 @@ impl Spool {
             if let Ok(letter) = serde_json::from_slice::<DeadLetter>(v.value()) {
                 if keep(&letter) {
                     out.push(letter);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the dead letters whose summary matches `keep`, newest first, at most
+    /// `limit`; reads only the summary fields (memory stays small).
+    pub fn dead_letter_ids(&self, limit: usize, keep: impl Fn(&DeadSummary) -> bool) -> Result<Vec<u64>, SpoolError> {
+        let rtx = self.inner.db.begin_read().map_err(storage)?;
+        let dead = rtx.open_table(DEAD).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in dead.iter().map_err(storage)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = row.map_err(storage)?;
+            if let Ok(summary) = serde_json::from_slice::<DeadSummary>(v.value()) {
+                if keep(&summary) {
+                    out.push(summary.id);
                 }
             }
         }
@@ -396,6 +444,7 @@ impl Inner {
         let mut depth = self.depth.load(Ordering::Relaxed);
         let mut per_job = Vec::new();
         let mut appended = false;
+        let mut dropped = 0u64;
         {
             let mut queue = tx.open_table(QUEUE).map_err(CommitError::from_display)?;
             let mut state = tx.open_table(STATE).map_err(CommitError::from_display)?;
@@ -468,7 +517,7 @@ impl Inner {
                                 break;
                             }
                             over -= 1;
-                            self.dead_dropped.fetch_add(1, Ordering::Relaxed);
+                            dropped += 1;
                         }
                     }
                     Op::Replay(ids) => {
@@ -504,6 +553,10 @@ impl Inner {
             meta.insert("next_dead", next_dead).map_err(CommitError::from_storage)?;
         }
         tx.commit().map_err(CommitError::from_commit)?;
+        if dropped > 0 {
+            self.dead_dropped.fetch_add(dropped, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::DEAD_LETTERS_DROPPED).increment(dropped);
+        }
         Ok(Applied {
             bytes,
             depth,

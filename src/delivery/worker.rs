@@ -178,14 +178,25 @@ async fn transform_parallel(dest: &Arc<DestinationConfig>, ready: Vec<Entry>, no
         let tail = rest.split_off(per.min(rest.len()));
         let chunk = std::mem::replace(&mut rest, tail);
         let dest = dest.clone();
-        handles.push(tokio::task::spawn_blocking(move || run_chunk(&dest, chunk, now)));
+        let kept: Vec<(u64, Vec<u8>)> = chunk.iter().map(|e| (e.seq, e.event.clone())).collect();
+        handles.push((kept, tokio::task::spawn_blocking(move || run_chunk(&dest, chunk, now))));
     }
     let mut chunks = Vec::with_capacity(handles.len());
-    for h in handles {
+    for (kept, h) in handles {
         match h.await {
             Ok(c) => chunks.push(c),
-            // A panic in the pipeline is a bug; the events stay queued.
-            Err(e) => tracing::error!(destination = %dest.id, error = %e, "transform task failed"),
+            // A panic in the pipeline is a bug. Its events must not block the
+            // queue forever: they become dead letters with the reason.
+            Err(e) => {
+                tracing::error!(destination = %dest.id, error = %e, events = kept.len(), "transform failed; events go to dead letters");
+                let message = format!("internal error while transforming: {e}");
+                chunks.push(Chunk {
+                    entries: Vec::new(),
+                    events: Vec::new(),
+                    corrupt: kept.into_iter().map(|(seq, _)| (seq, message.clone())).collect(),
+                    outcome: crate::destination::Outcome::default(),
+                });
+            }
         }
     }
     chunks
@@ -222,13 +233,12 @@ async fn deliver_round(
         let _ = spool.submit(Op::Dead(dest.id.clone(), corrupt)).await;
     }
     let mut tallies: Vec<EventTally> = (0..events.len()).map(|_| EventTally::default()).collect();
+    let fingerprint = config_fingerprint(dest);
     let done: Vec<HashSet<u32>> = entries
         .iter()
-        .map(|e| {
-            e.state
-                .as_ref()
-                .map(|s| s.done.iter().copied().collect())
-                .unwrap_or_default()
+        .map(|e| match &e.state {
+            Some(s) if s.config == fingerprint => s.done.iter().copied().collect(),
+            _ => HashSet::new(),
         })
         .collect();
     let mut positions: HashMap<usize, u32> = HashMap::new();
@@ -312,7 +322,7 @@ async fn deliver_round(
                     Some(status),
                     message,
                     event,
-                    Some(redact_tokens(item.record.data)),
+                    Some(crate::mixpanel::api::redact_tokens(item.record.data)),
                     Some(response),
                 ));
             }
@@ -326,12 +336,24 @@ async fn deliver_round(
     let mut acks = Vec::new();
     let mut deads = Vec::new();
     let mut retries = Vec::new();
+    // One jitter per round: events that failed together are retried together.
+    let jitter: f64 = rand::rng().random();
+    let fingerprint = config_fingerprint(dest);
     for ((entry, tally), event) in entries.iter().zip(tallies).zip(&events) {
         if tally.failed {
-            let mut st = entry.state.clone().unwrap_or(RetryState {
-                first_failure_ms: now,
-                ..RetryState::default()
-            });
+            let mut st = match entry.state.clone() {
+                Some(st) => st,
+                None => RetryState {
+                    first_failure_ms: now,
+                    config: fingerprint,
+                    ..RetryState::default()
+                },
+            };
+            if st.config != fingerprint {
+                // The subscriptions changed: record positions mean something else now.
+                st.done.clear();
+                st.config = fingerprint;
+            }
             st.attempts = st.attempts.saturating_add(1);
             st.done.extend(tally.delivered);
             let age = Duration::from_millis(u64::try_from(now.saturating_sub(st.first_failure_ms)).unwrap_or(0));
@@ -348,7 +370,6 @@ async fn deliver_round(
                 ));
                 continue;
             }
-            let jitter: f64 = rand::rng().random();
             let delay = settings
                 .backoff
                 .delay(st.attempts.saturating_sub(1), jitter, tally.retry_after);
@@ -356,8 +377,8 @@ async fn deliver_round(
             retries.push((entry.seq, st));
         } else if tally.dead.is_empty() {
             acks.push(entry.seq);
-        } else {
-            deads.extend(tally.dead.into_iter().map(|d| (entry.seq, d)));
+        } else if let Some(letter) = merge_letters(tally.dead) {
+            deads.push((entry.seq, letter));
         }
     }
     let labels = [("destination", dest.id.clone())];
@@ -378,27 +399,51 @@ async fn deliver_round(
     metrics::gauge!(t::SPOOL_BYTES).set(spool.bytes() as f64);
 }
 
-/// Form records carry the project token (`$token`, `token`); dead letters keep
-/// the request without it (secrets never appear in admin output).
-fn redact_tokens(mut record: Value) -> Value {
-    if let Value::Object(map) = &mut record {
-        if map.contains_key("$token") {
-            map.insert("$token".into(), Value::String("[redacted]".into()));
-        }
-        if let Some(Value::Object(props)) = map.get_mut("properties") {
-            if props.contains_key("token") {
-                props.insert("token".into(), Value::String("[redacted]".into()));
-            }
-        }
-    }
-    record
-}
-
 async fn submit(spool: &Spool, op: Op) {
     if let Err(e) = spool.submit(op).await {
         // The event stays queued: it is delivered again later (at least once).
+        // Pause so a failing disk is not hammered by immediate re-sends.
         tracing::error!(error = %e, "spool write failed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// One dead letter per event: several rejections of one event are listed in it.
+fn merge_letters(mut letters: Vec<DeadLetter>) -> Option<DeadLetter> {
+    if letters.len() <= 1 {
+        return letters.pop();
+    }
+    let mut first = letters.remove(0);
+    let mut requests = vec![first.request.take().unwrap_or(Value::Null)];
+    let mut responses = vec![first.response.take().unwrap_or(Value::Null)];
+    for other in letters {
+        first.message = format!(
+            "{}; {}: {}",
+            first.message,
+            other.subscription.as_deref().unwrap_or("?"),
+            other.message
+        );
+        requests.push(other.request.unwrap_or(Value::Null));
+        responses.push(other.response.unwrap_or(Value::Null));
+    }
+    first.request = Some(Value::Array(requests));
+    first.response = Some(Value::Array(responses));
+    Some(first)
+}
+
+/// Identifies the destination's subscriptions, so record positions remembered in
+/// a retry state are only trusted while the subscriptions are unchanged.
+fn config_fingerprint(dest: &DestinationConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for s in &dest.destination.subscriptions {
+        s.name.hash(&mut h);
+        s.action.name().hash(&mut h);
+        s.trigger.source().hash(&mut h);
+        s.enabled.hash(&mut h);
+        s.mapping.source().to_string().hash(&mut h);
+    }
+    h.finish()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -431,13 +476,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn letter(sub: &str, msg: &str) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            destination: "d".into(),
+            subscription: Some(sub.into()),
+            reason: "rejected".into(),
+            status: Some(400),
+            message: msg.into(),
+            event: json!({"n": 1}),
+            request: Some(json!({"r": sub})),
+            response: None,
+            at_ms: 0,
+        }
+    }
+
     #[test]
-    fn dead_letter_requests_hide_the_project_token() {
-        let r = redact_tokens(json!({"$token": "tok", "$set": {"a": 1}}));
-        assert_eq!(r, json!({"$token": "[redacted]", "$set": {"a": 1}}));
-        let r = redact_tokens(json!({"event": "$identify", "properties": {"token": "tok", "x": 1}}));
-        assert_eq!(r["properties"], json!({"token": "[redacted]", "x": 1}));
-        let r = redact_tokens(json!({"event": "E", "properties": {"x": 1}}));
-        assert_eq!(r["properties"], json!({"x": 1}));
+    fn one_dead_letter_per_event() {
+        assert!(merge_letters(Vec::new()).is_none());
+        let one = merge_letters(vec![letter("a", "x")]).unwrap();
+        assert_eq!(one.request, Some(json!({"r": "a"})));
+        let merged = merge_letters(vec![letter("a", "x"), letter("b", "y")]).unwrap();
+        assert_eq!(merged.message, "x; b: y");
+        assert_eq!(merged.request, Some(json!([{"r": "a"}, {"r": "b"}])));
     }
 }

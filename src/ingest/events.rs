@@ -197,7 +197,8 @@ pub fn enrich(event: &mut Value, received_at: &str, now: DateTime<Utc>) {
                 Value::String(corrected.to_rfc3339_opts(SecondsFormat::Millis, true)),
             );
         }
-        (_, None) if !map.contains_key("timestamp") => {
+        // Missing or null: the time Segment received it (stable across retries).
+        (_, None) if map.get("timestamp").is_none_or(Value::is_null) => {
             map.insert("timestamp".into(), Value::String(received_at.to_owned()));
         }
         _ => {}

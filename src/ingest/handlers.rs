@@ -16,9 +16,10 @@ use super::events::{self, EventLimits, RouteKind};
 use super::sink::{self, DestinationReport};
 use super::{ApiError, AppState};
 use crate::config::DestinationConfig;
-use crate::delivery::spool::{DeadLetter, Op, Spool, SpoolError};
+use crate::delivery::spool::{DeadLetter, DeadSummary, Op, Spool, SpoolError};
 use crate::delivery::ItemResult;
 use crate::mapping::schema::Mode;
+use crate::mixpanel::api::redact_tokens;
 use crate::telemetry as t;
 
 /// Retry-After when Mixpanel did not give one.
@@ -172,24 +173,22 @@ async fn accept_into_spool(
     }
 }
 
+/// The destination `id`, for a caller with the admin token or a write key routed
+/// to it. Callers without valid credentials learn nothing about which ids exist.
 fn destination_for<'a>(state: &'a AppState, id: &str, headers: &HeaderMap) -> Result<&'a DestinationConfig, ApiError> {
-    let dest = state
-        .config
-        .destinations
-        .iter()
-        .find(|d| d.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no destination with id \"{id}\"")))?;
+    let found = state.config.destinations.iter().find(|d| d.id == id);
+    let unknown = || ApiError::not_found(format!("no destination with id \"{id}\""));
     if admin_ok(state, headers) {
-        return Ok(dest);
+        return found.ok_or_else(unknown);
     }
     let key = events::write_key(authorization(headers), &Value::Null)
         .ok_or_else(|| ApiError::unauthorized("missing write key (Basic auth user name) or admin token"))?;
-    if key_matches(dest, &key) {
-        Ok(dest)
-    } else {
-        Err(ApiError::unauthorized(format!(
+    match found {
+        Some(dest) if key_matches(dest, &key) => Ok(dest),
+        None if state.config.destinations.iter().any(|d| key_matches(d, &key)) => Err(unknown()),
+        _ => Err(ApiError::unauthorized(format!(
             "write key is not routed to destination \"{id}\""
-        )))
+        ))),
     }
 }
 
@@ -232,10 +231,11 @@ fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usiz
     }
     let mut sent = Vec::new();
     for (item, result) in report.delivered.iter().filter(|(i, _)| i.event == event) {
-        sent.push(item.record.data.clone());
+        let shown = redact_tokens(item.record.data.clone());
+        sent.push(shown.clone());
         let entry = match result {
             ItemResult::Delivered { status, body } => {
-                json!({"subscription": name(item.subscription), "status": status, "sent": item.record.data, "body": body})
+                json!({"subscription": name(item.subscription), "status": status, "sent": shown, "body": body})
             }
             ItemResult::Rejected { status: s, message } => {
                 if status == 200 {
@@ -243,13 +243,13 @@ fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usiz
                 }
                 error.get_or_insert_with(|| message.clone());
                 json!({"subscription": name(item.subscription), "status": s, "errortype": "BAD_REQUEST",
-                       "errormessage": message, "sent": item.record.data})
+                       "errormessage": message, "sent": shown})
             }
             ItemResult::Failed { message, .. } => {
                 status = 503;
                 error.get_or_insert_with(|| message.clone());
                 json!({"subscription": name(item.subscription), "status": 503, "errortype": "RETRYABLE_ERROR",
-                       "errormessage": message, "sent": item.record.data})
+                       "errormessage": message, "sent": shown})
             }
         };
         subscriptions.push(entry);
@@ -322,12 +322,30 @@ pub async fn destination_preview(
     Ok(Json(result).into_response())
 }
 
-/// Preview answers never show credentials.
+/// Preview answers never show credentials: the auth header and the project
+/// token inside bodies are masked.
 fn redact_authorization(result: &mut Value) {
     if let Some(Value::Array(requests)) = result.get_mut("requests") {
         for r in requests {
             if let Some(auth) = r.get_mut("headers").and_then(|h| h.get_mut("authorization")) {
                 *auth = Value::String("Basic [redacted]".into());
+            }
+            if let Some(body) = r.get_mut("body") {
+                let redacted = match body.take() {
+                    Value::Array(items) => Value::Array(items.into_iter().map(redact_tokens).collect()),
+                    Value::Object(mut form) => {
+                        if let Some(data) = form.remove("data") {
+                            let data = match data {
+                                Value::Array(items) => Value::Array(items.into_iter().map(redact_tokens).collect()),
+                                one => redact_tokens(one),
+                            };
+                            form.insert("data".into(), data);
+                        }
+                        Value::Object(form)
+                    }
+                    other => other,
+                };
+                *body = redacted;
             }
         }
     }
@@ -428,6 +446,7 @@ fn admin_spool<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Spool
 
 /// Filters of the dead-letter list, replay and purge.
 #[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeadFilter {
     pub destination: Option<String>,
     pub reason: Option<String>,
@@ -441,6 +460,15 @@ pub struct DeadFilter {
 
 impl DeadFilter {
     fn keep(&self, d: &DeadLetter) -> bool {
+        self.keep_summary(&DeadSummary {
+            id: d.id,
+            destination: d.destination.clone(),
+            reason: d.reason.clone(),
+            at_ms: d.at_ms,
+        })
+    }
+
+    fn keep_summary(&self, d: &DeadSummary) -> bool {
         self.destination.as_ref().is_none_or(|x| *x == d.destination)
             && self.reason.as_ref().is_none_or(|x| *x == d.reason)
             && self.since_ms.is_none_or(|x| d.at_ms >= x)
@@ -486,10 +514,9 @@ pub async fn dead_letters_show(
 }
 
 async fn selected_ids(spool: &Spool, filter: &DeadFilter) -> Result<Vec<u64>, ApiError> {
-    let letters = spool
-        .dead_letters(usize::MAX, |d| filter.keep(d))
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    Ok(letters.into_iter().map(|d| d.id).collect())
+    spool
+        .dead_letter_ids(filter.limit.unwrap_or(usize::MAX), |d| filter.keep_summary(d))
+        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))
 }
 
 async fn filter_body(body: Body) -> Result<DeadFilter, ApiError> {

@@ -156,6 +156,22 @@ pub fn form_request(settings: &Settings, endpoint: Endpoint, data: Value, verbos
     }
 }
 
+/// A record with the project token (`$token`, `properties.token`) masked, for
+/// everything shown to people: preview, per-event results, dead letters.
+pub fn redact_tokens(mut record: Value) -> Value {
+    if let Value::Object(map) = &mut record {
+        if map.contains_key("$token") {
+            map.insert("$token".into(), Value::String("[redacted]".into()));
+        }
+        if let Some(Value::Object(props)) = map.get_mut("properties") {
+            if props.contains_key("token") {
+                props.insert("token".into(), Value::String("[redacted]".into()));
+            }
+        }
+    }
+    record
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +216,16 @@ mod tests {
             form_request(&s, Endpoint::Engage, json!({}), true).url,
             "http://127.0.0.1:9/engage?verbose=1"
         );
+    }
+
+    #[test]
+    fn tokens_are_masked_for_display() {
+        let r = redact_tokens(json!({"$token": "tok", "$set": {"a": 1}}));
+        assert_eq!(r, json!({"$token": "[redacted]", "$set": {"a": 1}}));
+        let r = redact_tokens(json!({"event": "$identify", "properties": {"token": "tok", "x": 1}}));
+        assert_eq!(r["properties"], json!({"token": "[redacted]", "x": 1}));
+        let r = redact_tokens(json!({"event": "E", "properties": {"x": 1}}));
+        assert_eq!(r["properties"], json!({"x": 1}));
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn append_read_ack_survive_reopen() {
         first_failure_ms: 5,
         next_attempt_ms: 9,
         done: vec![0],
+        config: 7,
     };
     rt.block_on(spool.submit(Op::Retry("a".into(), vec![(a[1].seq, st.clone())])))
         .unwrap();
