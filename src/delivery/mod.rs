@@ -16,7 +16,10 @@ pub mod worker;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: the retry schedule can be tested on paused time.
+use tokio::time::Instant;
 
 use rand::Rng as _;
 use serde_json::Value;
@@ -277,4 +280,90 @@ fn all(items: Vec<(usize, Item)>, result: impl Fn(&Item) -> ItemResult) -> Posit
             (pos, item, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use axum::Router;
+    use serde_json::json;
+
+    use super::*;
+    use crate::destination::Destination;
+    use crate::mixpanel::Settings;
+
+    /// A Mixpanel that always answers 503 and records when each attempt arrived
+    /// (on tokio's clock, paused in the test).
+    async fn failing_mixpanel() -> (String, Arc<Mutex<Vec<Instant>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let app = Router::new().route(
+            "/import",
+            post(move || {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(Instant::now());
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_follow_the_backoff_schedule_within_the_budget() {
+        let (url, seen) = failing_mixpanel().await;
+        let mut settings = Settings::new("tok");
+        settings.api_base_url = Some(url);
+        let dest = DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(settings),
+            dry_run: false,
+            batch_size: 10,
+            max_batch_bytes: 1 << 20,
+            gzip: false,
+        };
+        let backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        };
+        let deliverer = Deliverer::new(
+            Client::new(Duration::from_secs(5)).unwrap(),
+            RetryPolicy {
+                backoff,
+                budget: Duration::from_secs(40),
+            },
+        );
+        let record = Record {
+            endpoint: Endpoint::Import,
+            data: json!({"event": "E", "properties": {"distinct_id": "u", "time": 1_700_000_000_000_i64}}),
+        };
+        let items = vec![Item {
+            event: 0,
+            subscription: 0,
+            record,
+        }];
+        let results = deliverer.deliver(&dest, items, 1_700_000_000_000).await;
+        assert!(matches!(results[0].1, ItemResult::Failed { .. }));
+        let times = seen.lock().unwrap().clone();
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        // Attempt n waits between half and all of min(1s * 2^n, 8s).
+        for (n, gap) in gaps.iter().enumerate() {
+            let base = backoff.base(n as u32);
+            assert!(
+                *gap >= base / 2 && *gap <= base + Duration::from_millis(50),
+                "gap {n}: {gap:?} vs base {base:?}"
+            );
+        }
+        // 1+2+4+8+8+8... halves to full: the 40 s budget allows 5 to 9 retries.
+        assert!((6..=10).contains(&times.len()), "{} attempts", times.len());
+        let total = *times.last().unwrap() - times[0];
+        assert!(total <= Duration::from_secs(40), "{total:?}");
+    }
 }
