@@ -63,6 +63,7 @@ fn storage<E: std::fmt::Display>(e: E) -> SpoolError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryState {
     pub attempts: u32,
+    /// Start of the retry age: when the event was accepted (its `receivedAt`).
     pub first_failure_ms: i64,
     pub next_attempt_ms: i64,
     /// Positions of the event's records already delivered.
@@ -147,6 +148,8 @@ struct Inner {
     bytes: AtomicU64,
     depth: AtomicU64,
     dead_dropped: AtomicU64,
+    /// Set when an append was refused for lack of room (cleared by `is_full`).
+    refusing: std::sync::atomic::AtomicBool,
     limits: SpoolLimits,
     /// Wakes the destination workers when events are queued.
     notify: Arc<tokio::sync::Notify>,
@@ -203,6 +206,7 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             depth: AtomicU64::new(depth),
             dead_dropped: AtomicU64::new(0),
+            refusing: std::sync::atomic::AtomicBool::new(false),
             limits,
             notify: Arc::new(tokio::sync::Notify::new()),
         });
@@ -247,9 +251,23 @@ impl Spool {
         self.inner.dead_dropped.load(Ordering::Relaxed)
     }
 
-    /// Whether the spool is over its size limit.
+    /// Whether the spool is (nearly) full: at its size limit, or it refused an
+    /// append and has not yet drained below 90% of the limit. `/readyz` fails
+    /// while this holds, so load balancers send traffic elsewhere.
     pub fn is_full(&self) -> bool {
-        self.bytes() >= self.inner.limits.max_bytes
+        let bytes = self.bytes();
+        let max = self.inner.limits.max_bytes;
+        if bytes >= max {
+            return true;
+        }
+        if self.inner.refusing.load(Ordering::Relaxed) {
+            if bytes < max / 10 * 9 {
+                self.inner.refusing.store(false, Ordering::Relaxed);
+                return false;
+            }
+            return true;
+        }
+        false
     }
 
     /// Notified whenever events are queued.
@@ -261,6 +279,7 @@ impl Spool {
     pub async fn append(&self, events: Vec<(String, Vec<u8>)>) -> Result<(), SpoolError> {
         let size: u64 = events.iter().map(|(_, e)| e.len() as u64).sum();
         if self.bytes().saturating_add(size) > self.inner.limits.max_bytes {
+            self.inner.refusing.store(true, Ordering::Relaxed);
             return Err(SpoolError::Full(format!(
                 "{} bytes queued, limit {} bytes",
                 self.bytes(),
@@ -415,7 +434,7 @@ impl Inner {
                 self.bytes.store(changes.bytes, Ordering::Relaxed);
                 self.depth.store(changes.depth, Ordering::Relaxed);
                 for (job, n) in jobs.into_iter().zip(changes.per_job) {
-                    let _ = job.done.send(Ok(n));
+                    let _ = job.done.send(n);
                 }
                 if changes.appended {
                     self.notify.notify_waiters();
@@ -462,6 +481,17 @@ impl Inner {
                 let mut n = 0u64;
                 match op {
                     Op::Append(events) => {
+                        // The authoritative size check: concurrent appends that
+                        // passed the caller's check are limited here.
+                        let size: u64 = events.iter().map(|(_, e)| e.len() as u64).sum();
+                        if bytes.saturating_add(size) > self.limits.max_bytes {
+                            self.refusing.store(true, Ordering::Relaxed);
+                            per_job.push(Err(SpoolError::Full(format!(
+                                "{bytes} bytes queued, limit {} bytes",
+                                self.limits.max_bytes
+                            ))));
+                            continue;
+                        }
                         for (dest, event) in events {
                             queue
                                 .insert((dest.as_str(), next_seq), event.as_slice())
@@ -547,7 +577,7 @@ impl Inner {
                         }
                     }
                 }
-                per_job.push(n);
+                per_job.push(Ok(n));
             }
             meta.insert("next_seq", next_seq).map_err(CommitError::from_storage)?;
             meta.insert("next_dead", next_dead).map_err(CommitError::from_storage)?;
@@ -569,7 +599,7 @@ impl Inner {
 struct Applied {
     bytes: u64,
     depth: u64,
-    per_job: Vec<u64>,
+    per_job: Vec<Result<u64, SpoolError>>,
     appended: bool,
 }
 

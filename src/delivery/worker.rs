@@ -343,8 +343,10 @@ async fn deliver_round(
         if tally.failed {
             let mut st = match entry.state.clone() {
                 Some(st) => st,
+                // The retry age counts from when the event was accepted, so events
+                // queued behind a failing batch do not wait a full age each.
                 None => RetryState {
-                    first_failure_ms: now,
+                    first_failure_ms: received_ms(event).unwrap_or(now).min(now),
                     config: fingerprint,
                     ..RetryState::default()
                 },
@@ -406,6 +408,14 @@ async fn submit(spool: &Spool, op: Op) {
         tracing::error!(error = %e, "spool write failed");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// When ingest accepted the event (its `receivedAt`), in epoch ms.
+fn received_ms(event: &Value) -> Option<i64> {
+    let text = event.get("receivedAt")?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// One dead letter per event: several rejections of one event are listed in it.

@@ -91,6 +91,53 @@ fn size_limit_refuses_appends() {
 }
 
 #[test]
+fn a_refused_append_fails_readiness_until_the_spool_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let spool = Spool::open(
+        dir.path(),
+        SpoolLimits {
+            max_bytes: 100,
+            max_dead_letters: 10,
+        },
+    )
+    .unwrap();
+    rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 95])])).unwrap();
+    assert!(!spool.is_full(), "95 of 100 bytes, nothing refused yet");
+    assert!(rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 10])])).is_err());
+    assert!(spool.is_full(), "an append was refused: not ready");
+    let seq = spool.read("a", 1).unwrap()[0].seq;
+    rt.block_on(spool.submit(Op::Ack("a".into(), vec![seq]))).unwrap();
+    assert!(!spool.is_full(), "drained below 90%: ready again");
+    spool.close();
+}
+
+#[test]
+fn concurrent_appends_cannot_pass_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let spool = Spool::open(
+        dir.path(),
+        SpoolLimits {
+            max_bytes: 100,
+            max_dead_letters: 10,
+        },
+    )
+    .unwrap();
+    let results = rt.block_on(async {
+        let a = spool.append(vec![("a".into(), vec![b'x'; 60])]);
+        let b = spool.append(vec![("a".into(), vec![b'y'; 60])]);
+        tokio::join!(a, b)
+    });
+    assert_eq!(
+        [results.0.is_ok(), results.1.is_ok()].iter().filter(|ok| **ok).count(),
+        1
+    );
+    assert!(spool.bytes() <= 100);
+    spool.close();
+}
+
+#[test]
 fn dead_letters_are_bounded_replayable_and_purgeable() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
