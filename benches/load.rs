@@ -297,12 +297,22 @@ async fn run_mode(mode: &str, dir: &std::path::Path, half_rate: Option<f64>) -> 
     let mut full = drive(addr, None, counter.clone()).await;
     let full_rate = full.accepted as f64 / full.elapsed.as_secs_f64();
     // End to end: until every accepted event reached the mock (bounded wait).
+    let at_stop = mock.records.load(Ordering::Relaxed);
+    let drain_start = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     while mock.records.load(Ordering::Relaxed) < full.accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = mock.records.load(Ordering::Relaxed);
     let e2e = delivered as f64 / phase_start.elapsed().as_secs_f64();
+    // Delivery alone, once ingest stopped competing for the CPU.
+    let drain = delivered.saturating_sub(at_stop);
+    if drain > 0 {
+        println!(
+            "{mode:>6} delivery alone (draining {drain} queued events): {:.0} events/s",
+            drain as f64 / drain_start.elapsed().as_secs_f64()
+        );
+    }
     let p50 = percentile(&mut full.latencies, 0.5);
     let p99 = percentile(&mut full.latencies, 0.99);
     println!(
