@@ -20,8 +20,59 @@ use serde_json::{Map, Value};
 use super::number::{f64_to_json, js_number_from_str, js_number_to_string};
 use super::time::is_date_like;
 
-/// A validated payload: field key -> coerced value.
-pub type Payload = Map<String, Value>;
+/// A validated payload: field key -> coerced value, keys borrowed from the
+/// action's schema (no allocation, no hashing: payloads have at most a few dozen
+/// fields, and a scan of short static keys is cheaper than a hash map).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Payload {
+    entries: Vec<(&'static str, Value)>,
+}
+
+impl Payload {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Takes a field's value out.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.entries.iter().position(|(k, _)| *k == key)?;
+        Some(self.entries.swap_remove(i).1)
+    }
+
+    pub fn insert(&mut self, key: &'static str, value: Value) {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The payload as a JSON object (for display and tests).
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    }
+
+    /// A payload from a JSON object, keeping only the keys that are fields of
+    /// `fields` (no validation: for tests and tools).
+    pub fn from_json(fields: &'static [Field], value: Value) -> Payload {
+        let mut out = Payload::default();
+        if let Value::Object(map) = value {
+            for (k, v) in map {
+                if let Some(f) = fields.iter().find(|f| f.key == k) {
+                    out.insert(f.key, v);
+                }
+            }
+        }
+        out
+    }
+}
 
 /// The type of one action field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,33 +168,48 @@ pub struct ValidationError {
 }
 
 /// Validates and coerces a resolved mapping against `fields`.
-pub fn validate(fields: &[Field], resolved: Value, mode: Mode) -> Result<Payload, ValidationError> {
-    let Value::Object(mut input) = resolved else {
+pub fn validate(fields: &'static [Field], resolved: Value, mode: Mode) -> Result<Payload, ValidationError> {
+    let Value::Object(input) = resolved else {
         return Err(ValidationError {
             message: format!("The root value must be an object but it was {}.", describe(&resolved)),
         });
     };
-    // One pass over the schema: take each field's value out of the input (what
-    // is left over are unknown keys, dropped) and remove empty values.
-    let mut present: Vec<(&Field, Value)> = Vec::with_capacity(fields.len().min(input.len()));
-    for field in fields {
-        if let Some(value) = input.remove(field.key) {
+    // Each value goes to its field's slot (unknown keys are dropped); empty
+    // values are removed. Resolved mappings usually list fields in schema
+    // order, so the scan starts where the previous key was found.
+    let mut slots: Vec<Option<Value>> = vec![None; fields.len()];
+    let mut hint = 0;
+    for (key, value) in input {
+        let found = (hint..fields.len())
+            .chain(0..hint)
+            .find(|&i| fields.get(i).is_some_and(|f| f.key == key));
+        let Some(i) = found else { continue };
+        hint = i + 1;
+        if let (Some(field), Some(slot)) = (fields.get(i), slots.get_mut(i)) {
             if !is_empty_for(field, &value, mode) {
-                present.push((field, value));
+                *slot = Some(value);
             }
         }
     }
     let mut errors = Vec::new();
-    for field in fields.iter().filter(|f| f.required) {
-        if !present.iter().any(|(f, _)| f.key == field.key) {
+    for (field, slot) in fields.iter().zip(&slots) {
+        if field.required && slot.is_none() {
             errors.push(format!("The root value is missing the required field '{}'.", field.key));
         }
     }
-    let mut out = Map::with_capacity(present.len());
-    for (field, value) in present {
-        let path = format!("/{}", field.key);
+    let mut out = Payload {
+        entries: Vec::with_capacity(fields.len()),
+    };
+    for (field, slot) in fields.iter().zip(slots) {
+        let Some(value) = slot else { continue };
+        // Paths only appear in messages about nested values.
+        let path = if field.multiple || field.ty == FieldType::Object {
+            format!("/{}", field.key)
+        } else {
+            String::new()
+        };
         if let Some(v) = coerce_field(field, value, &path, Some(field.label), &mut errors) {
-            out.insert(field.key.to_owned(), v);
+            out.entries.push((field.key, v));
         }
     }
     if errors.is_empty() {
@@ -415,7 +481,7 @@ mod tests {
     ];
 
     fn ok(v: Value, mode: Mode) -> Value {
-        Value::Object(validate(FIELDS, v, mode).unwrap())
+        validate(FIELDS, v, mode).unwrap().to_json()
     }
 
     fn err(v: Value) -> String {

@@ -3,11 +3,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::mapping::schema::Payload;
 
-fn payload(v: Value) -> Payload {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!("payload must be an object"),
-    }
+fn payload(kind: ActionKind, v: Value) -> Payload {
+    Payload::from_json(kind.fields(), v)
 }
 
 fn settings() -> Settings {
@@ -20,7 +17,7 @@ fn run(kind: ActionKind, v: Value) -> Result<Vec<Record>, ActionError> {
     let s = settings();
     perform(
         kind,
-        payload(v),
+        payload(kind, v),
         &Context {
             settings: &s,
             now_ms: 1_000,
