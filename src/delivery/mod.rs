@@ -47,8 +47,13 @@ pub struct Item {
 pub enum ItemResult {
     /// Accepted by Mixpanel (or logged, in dry-run mode).
     Delivered { status: u16, body: Value },
-    /// Refused for good: by Mixpanel, or by its limits before sending.
-    Rejected { status: u16, message: String },
+    /// Refused for good: by Mixpanel (`answer` is its response body), or by its
+    /// limits before sending (`answer` is `None`).
+    Rejected {
+        status: u16,
+        message: String,
+        answer: Option<Value>,
+    },
     /// Mixpanel could not be reached, or kept failing, within the retry budget.
     Failed {
         message: String,
@@ -94,7 +99,14 @@ impl Deliverer {
         let (checked, refused) = batcher::check_limits(items, now_ms);
         for (pos, item, message) in refused {
             if let Some(slot) = results.get_mut(pos) {
-                *slot = Some((item, ItemResult::Rejected { status: 400, message }));
+                *slot = Some((
+                    item,
+                    ItemResult::Rejected {
+                        status: 400,
+                        message,
+                        answer: None,
+                    },
+                ));
             }
         }
         // Events with a record that was not delivered: their later records are
@@ -186,7 +198,7 @@ impl Deliverer {
                                 body: &r.body,
                             },
                         ),
-                        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+                        answer_body(&r.body),
                     ),
                     Err(e) => (classify(endpoint, &Answer::Network { error: e.clone() }), Value::Null),
                 };
@@ -208,6 +220,7 @@ impl Deliverer {
                                     Some(f) => ItemResult::Rejected {
                                         status: 400,
                                         message: f.message.clone(),
+                                        answer: Some(body.clone()),
                                     },
                                     None => ItemResult::Delivered {
                                         status,
@@ -223,6 +236,7 @@ impl Deliverer {
                         return all(items, |_| ItemResult::Rejected {
                             status,
                             message: reason.clone(),
+                            answer: Some(body.clone()),
                         });
                     }
                     Outcome::Split if items.len() > 1 => {
@@ -236,6 +250,7 @@ impl Deliverer {
                         return all(items, |_| ItemResult::Rejected {
                             status: 413,
                             message: "the record alone is larger than Mixpanel accepts".into(),
+                            answer: Some(body.clone()),
                         })
                     }
                     Outcome::Retry { after, reason } => {
@@ -257,6 +272,15 @@ impl Deliverer {
     }
 }
 
+/// Mixpanel's answer as JSON; a body that is not JSON is kept as text.
+fn answer_body(raw: &[u8]) -> Value {
+    match serde_json::from_slice(raw) {
+        Ok(v) => v,
+        Err(_) if raw.is_empty() => Value::Null,
+        Err(_) => Value::String(String::from_utf8_lossy(raw).chars().take(2000).collect()),
+    }
+}
+
 /// The result of a record not sent because an earlier record of its event failed.
 fn skipped(earlier: &ItemResult) -> ItemResult {
     match earlier {
@@ -264,9 +288,14 @@ fn skipped(earlier: &ItemResult) -> ItemResult {
             message: format!("not sent: an earlier request of this event failed ({message})"),
             retry_after: *retry_after,
         },
-        ItemResult::Rejected { status, message } => ItemResult::Rejected {
+        ItemResult::Rejected {
+            status,
+            message,
+            answer,
+        } => ItemResult::Rejected {
             status: *status,
             message: format!("not sent: an earlier request of this event was rejected ({message})"),
+            answer: answer.clone(),
         },
         ItemResult::Delivered { .. } => earlier.clone(),
     }

@@ -307,14 +307,18 @@ async fn deliver_round(
         };
         match result {
             ItemResult::Delivered { .. } => tally.delivered.push(pos),
-            ItemResult::Rejected { status, message } => {
+            ItemResult::Rejected {
+                status,
+                message,
+                answer,
+            } => {
                 let sub_name = dest
                     .destination
                     .subscriptions
                     .get(item.subscription)
                     .map(|s| s.name.clone());
                 let event = events.get(item.event).cloned().unwrap_or(Value::Null);
-                let response = serde_json::json!({"status": status, "error": message});
+                let response = serde_json::json!({"status": status, "body": answer});
                 tally.dead.push(dead(
                     dest,
                     sub_name,

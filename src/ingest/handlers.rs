@@ -237,7 +237,7 @@ fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usiz
             ItemResult::Delivered { status, body } => {
                 json!({"subscription": name(item.subscription), "status": status, "sent": shown, "body": body})
             }
-            ItemResult::Rejected { status: s, message } => {
+            ItemResult::Rejected { status: s, message, .. } => {
                 if status == 200 {
                     status = *s;
                 }

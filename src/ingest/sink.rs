@@ -60,7 +60,7 @@ impl DestinationReport {
             })
             .collect();
         for (item, result) in &self.delivered {
-            if let ItemResult::Rejected { status, message } = result {
+            if let ItemResult::Rejected { status, message, .. } = result {
                 out.push(
                     json!({"destination": dest.id, "event": item.event, "subscription": name(item.subscription),
                                 "status": status, "message": message}),
