@@ -359,26 +359,25 @@ impl Spool {
         limit: usize,
         keep: impl Fn(&DeadLetter) -> bool,
     ) -> Result<Vec<DeadLetter>, SpoolError> {
-        let rtx = self.inner.db.begin_read().map_err(storage)?;
-        let dead = rtx.open_table(DEAD).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in dead.iter().map_err(storage)?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, v) = row.map_err(storage)?;
-            if let Ok(letter) = serde_json::from_slice::<DeadLetter>(v.value()) {
-                if keep(&letter) {
-                    out.push(letter);
-                }
-            }
-        }
-        Ok(out)
+        self.scan_dead(limit, keep)
     }
 
     /// Ids of the dead letters whose summary matches `keep`, newest first, at most
     /// `limit`; reads only the summary fields (memory stays small).
     pub fn dead_letter_ids(&self, limit: usize, keep: impl Fn(&DeadSummary) -> bool) -> Result<Vec<u64>, SpoolError> {
+        Ok(self
+            .scan_dead(limit, keep)?
+            .into_iter()
+            .map(|s: DeadSummary| s.id)
+            .collect())
+    }
+
+    /// Dead letters read as `T` (the whole letter or a summary), newest first.
+    fn scan_dead<T: serde::de::DeserializeOwned>(
+        &self,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, SpoolError> {
         let rtx = self.inner.db.begin_read().map_err(storage)?;
         let dead = rtx.open_table(DEAD).map_err(storage)?;
         let mut out = Vec::new();
@@ -387,9 +386,9 @@ impl Spool {
                 break;
             }
             let (_, v) = row.map_err(storage)?;
-            if let Ok(summary) = serde_json::from_slice::<DeadSummary>(v.value()) {
-                if keep(&summary) {
-                    out.push(summary.id);
+            if let Ok(item) = serde_json::from_slice::<T>(v.value()) {
+                if keep(&item) {
+                    out.push(item);
                 }
             }
         }
