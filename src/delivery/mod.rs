@@ -27,7 +27,10 @@ use serde_json::Value;
 use crate::config::DestinationConfig;
 use crate::mixpanel::actions::Record;
 use crate::mixpanel::api::Endpoint;
-use crate::mixpanel::client::Client;
+use crate::mixpanel::client::{Client, Wire};
+
+/// Batches at least this large are encoded on the blocking pool.
+const ENCODE_OFF_THREAD_RECORDS: usize = 64;
 use crate::telemetry as t;
 use backoff::Backoff;
 use outcome::{classify, Answer, Outcome};
@@ -177,12 +180,25 @@ impl Deliverer {
                     body: Value::String("dry run".into()),
                 });
             }
+            // Serializing and gzipping a large batch is CPU work: keep it off the
+            // async threads that answer ingest requests. Retries reuse the bytes.
+            let gzip = dest.gzip;
+            let wire = if items.len() >= ENCODE_OFF_THREAD_RECORDS {
+                tokio::task::spawn_blocking(move || Wire::encode(&request, gzip))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("encoding failed: {e}")))
+            } else {
+                Wire::encode(&request, gzip)
+            };
             let started = Instant::now();
             let mut attempt = 0u32;
             metrics::histogram!(t::BATCH_SIZE, "endpoint" => endpoint.name()).record(items.len() as f64);
             loop {
                 let sent_at = Instant::now();
-                let answer = self.client.send(&request, dest.gzip).await;
+                let answer = match &wire {
+                    Ok(w) => self.client.send_wire(w).await,
+                    Err(e) => Err(e.clone()),
+                };
                 let class = t::status_class(answer.as_ref().map(|r| r.status).unwrap_or(0));
                 metrics::histogram!(t::MIXPANEL_LATENCY, "endpoint" => endpoint.name())
                     .record(sent_at.elapsed().as_secs_f64());

@@ -49,18 +49,17 @@ impl Client {
     /// Sends `request`; `gzip_import` compresses `/import` bodies. `Err` is a
     /// transport failure (nothing was answered).
     pub async fn send(&self, request: &Request, gzip_import: bool) -> Result<Response, String> {
-        let raw = request.body.encode();
-        let mut builder = self.http.post(&request.url);
-        for (name, value) in &request.headers {
+        let wire = Wire::encode(request, gzip_import)?;
+        self.send_wire(&wire).await
+    }
+
+    /// Sends an encoded request (retries reuse the same bytes).
+    pub async fn send_wire(&self, wire: &Wire) -> Result<Response, String> {
+        let mut builder = self.http.post(&wire.url);
+        for (name, value) in &wire.headers {
             builder = builder.header(*name, value);
         }
-        let body = if gzip_import && request.endpoint == Endpoint::Import {
-            builder = builder.header("content-encoding", "gzip");
-            gzip(&raw).map_err(|e| format!("gzip failed: {e}"))?
-        } else {
-            raw
-        };
-        let response = builder.body(body).send().await.map_err(describe)?;
+        let response = builder.body(wire.body.clone()).send().await.map_err(describe)?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -71,6 +70,34 @@ impl Client {
         Ok(Response {
             status,
             retry_after,
+            body,
+        })
+    }
+}
+
+/// A request as it goes on the wire: URL, headers and the (possibly gzip'd)
+/// body bytes. Encoding is CPU work; callers with large bodies do it off the
+/// async threads, once per batch.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Wire {
+    pub fn encode(request: &Request, gzip_import: bool) -> Result<Wire, String> {
+        let raw = request.body.encode();
+        let mut headers = request.headers.clone();
+        let body = if gzip_import && request.endpoint == Endpoint::Import {
+            headers.push(("content-encoding", "gzip".to_owned()));
+            gzip(&raw).map_err(|e| format!("gzip failed: {e}"))?
+        } else {
+            raw
+        };
+        Ok(Wire {
+            url: request.url.clone(),
+            headers,
             body,
         })
     }

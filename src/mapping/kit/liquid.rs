@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use liquid::model::{ArrayView, DisplayCow, KStringCow, Object, ScalarCow, State, Value as LValue};
+use liquid::model::{ArrayView, DisplayCow, KStringCow, ScalarCow, State, Value as LValue};
 use liquid::{ObjectView, ValueView};
 use serde_json::Value;
 
@@ -376,13 +376,11 @@ impl ValueView for Node {
             Node::Number(n) => LValue::Scalar(Node::scalar_number(*n).into_owned()),
             Node::Str(s) => LValue::scalar(s.clone()),
             Node::Array(items) => LValue::Array(items.iter().map(ValueView::to_value).collect()),
-            Node::Object(entries) => {
-                let mut object = Object::new();
-                for (k, v) in entries {
-                    object.insert(k.clone().into(), v.to_value());
-                }
-                LValue::Object(object)
-            }
+            // liquid's own objects are unordered maps: rendering one would
+            // print its keys in a random order. JavaScript (and so the
+            // reference) turns an object into "[object Object]" wherever a
+            // filter stringifies it, so that is the value filters receive.
+            Node::Object(_) => LValue::scalar("[object Object]"),
         }
     }
 

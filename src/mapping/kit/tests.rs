@@ -1210,3 +1210,13 @@ proptest! {
         let _ = get_path(&data, &path);
     }
 }
+
+#[test]
+fn liquid_objects_through_filters_render_like_javascript() {
+    let data = json!({"a": {"x": 1, "y": 2, "z": 3}});
+    let mapping = json!({"f": {"@liquid": "{{ a | upcase }}"}});
+    for _ in 0..5 {
+        let out = resolve(&mapping, &data).unwrap();
+        assert_eq!(out["f"], json!("[OBJECT OBJECT]"));
+    }
+}
