@@ -17,6 +17,20 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A spool in a fresh directory with small limits, and a runtime to drive it.
+fn open_small(max_bytes: u64, max_dead_letters: u64) -> (tempfile::TempDir, tokio::runtime::Runtime, Spool) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(
+        dir.path(),
+        SpoolLimits {
+            max_bytes,
+            max_dead_letters,
+        },
+    )
+    .unwrap();
+    (dir, rt(), spool)
+}
+
 fn letter(dest: &str, n: u64) -> DeadLetter {
     DeadLetter {
         id: 0,
@@ -71,16 +85,7 @@ fn append_read_ack_survive_reopen() {
 
 #[test]
 fn size_limit_refuses_appends() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let spool = Spool::open(
-        dir.path(),
-        SpoolLimits {
-            max_bytes: 10,
-            max_dead_letters: 10,
-        },
-    )
-    .unwrap();
+    let (_dir, rt, spool) = open_small(10, 10);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 8])])).unwrap();
     let e = rt
         .block_on(spool.append(vec![("a".into(), vec![b'x'; 8])]))
@@ -92,16 +97,7 @@ fn size_limit_refuses_appends() {
 
 #[test]
 fn a_refused_append_fails_readiness_until_the_spool_drains() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let spool = Spool::open(
-        dir.path(),
-        SpoolLimits {
-            max_bytes: 100,
-            max_dead_letters: 10,
-        },
-    )
-    .unwrap();
+    let (_dir, rt, spool) = open_small(100, 10);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 95])])).unwrap();
     assert!(!spool.is_full(), "95 of 100 bytes, nothing refused yet");
     assert!(rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 10])])).is_err());
@@ -114,16 +110,7 @@ fn a_refused_append_fails_readiness_until_the_spool_drains() {
 
 #[test]
 fn concurrent_appends_cannot_pass_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let spool = Spool::open(
-        dir.path(),
-        SpoolLimits {
-            max_bytes: 100,
-            max_dead_letters: 10,
-        },
-    )
-    .unwrap();
+    let (_dir, rt, spool) = open_small(100, 10);
     let results = rt.block_on(async {
         let a = spool.append(vec![("a".into(), vec![b'x'; 60])]);
         let b = spool.append(vec![("a".into(), vec![b'y'; 60])]);
