@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{AppConfig, DeliveryMode};
 use crate::delivery::backoff::Backoff;
-use crate::delivery::spool::{DeadLetter, Op, Spool, SpoolLimits};
+use crate::delivery::spool::{Cursor, DeadLetter, Op, Spool, SpoolLimits};
 use crate::delivery::worker::{self, WorkerSettings};
 use crate::delivery::{Deliverer, RetryPolicy};
 use crate::ingest::{self, AppState};
@@ -86,6 +86,7 @@ pub async fn serve(
                 initial: state.config.delivery.backoff_initial,
                 max: state.config.delivery.backoff_max,
             },
+            concurrency: state.config.delivery.concurrency,
         };
         for dest in &state.config.destinations {
             workers.spawn(worker::run(
@@ -158,32 +159,45 @@ async fn orphaned_to_dead_letters(spool: &Spool, config: &AppConfig) {
         .iter()
         .filter(|id| !config.destinations.iter().any(|d| &d.id == *id))
     {
-        let entries = spool.read(id, usize::MAX).unwrap_or_default();
-        tracing::error!(destination = %id, events = entries.len(), "queued events of a destination that is no longer configured: moving them to dead letters");
-        let now = chrono::Utc::now().timestamp_millis();
-        let letters = entries
-            .into_iter()
-            .map(|e| {
-                let event = serde_json::from_slice(&e.event).unwrap_or(serde_json::Value::Null);
-                (
-                    e.seq,
-                    DeadLetter {
-                        id: 0,
-                        destination: id.clone(),
-                        subscription: None,
-                        reason: "unconfigured".into(),
-                        status: None,
-                        message: format!("destination \"{id}\" is no longer configured"),
-                        event,
-                        request: None,
-                        response: None,
-                        at_ms: now,
-                    },
-                )
-            })
-            .collect();
-        if let Err(e) = spool.submit(Op::Dead(id.clone(), letters)).await {
-            tracing::error!(destination = %id, error = %e, "spool: moving orphaned events failed");
+        let total = spool.destination_depth(id).unwrap_or(0);
+        tracing::error!(destination = %id, events = total, "queued events of a destination that is no longer configured: moving them to dead letters");
+        // In chunks: the queue may be larger than memory should hold.
+        let mut cursor = Cursor::default();
+        loop {
+            let entries = match spool.read(id, &mut cursor, 1000, 8 << 20) {
+                Ok(e) if !e.is_empty() => e,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(destination = %id, error = %e, "spool: reading orphaned events failed");
+                    break;
+                }
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let letters = entries
+                .into_iter()
+                .map(|e| {
+                    let event = serde_json::from_slice(&e.event).unwrap_or(serde_json::Value::Null);
+                    (
+                        e.id,
+                        DeadLetter {
+                            id: 0,
+                            destination: id.clone(),
+                            subscription: None,
+                            reason: "unconfigured".into(),
+                            status: None,
+                            message: format!("destination \"{id}\" is no longer configured"),
+                            event,
+                            request: None,
+                            response: None,
+                            at_ms: now,
+                        },
+                    )
+                })
+                .collect();
+            if let Err(e) = spool.submit(Op::Dead(id.clone(), letters)).await {
+                tracing::error!(destination = %id, error = %e, "spool: moving orphaned events failed");
+                break;
+            }
         }
     }
 }

@@ -143,6 +143,10 @@ pub struct RawDelivery {
     /// Largest backoff delay.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Most requests in flight at once per destination (spool mode). Delivery
+    /// adapts below it: more while answers are fast and 2xx, fewer after
+    /// 429s, 5xx and timeouts.
+    pub concurrency: usize,
 }
 
 impl Default for RawDelivery {
@@ -153,6 +157,7 @@ impl Default for RawDelivery {
             retry_budget: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            concurrency: 16,
         }
     }
 }
@@ -328,6 +333,9 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
     }
     if raw.spool.max_bytes.as_u64() < 1024 {
         problems.push("spool.max_bytes: at least 1KiB".into());
+    }
+    if d.concurrency == 0 || d.concurrency > 256 {
+        problems.push("delivery.concurrency: must be between 1 and 256".into());
     }
     if d.request_timeout.is_zero() {
         problems.push("delivery.request_timeout: must be > 0".into());

@@ -9,7 +9,10 @@
 
 pub mod backoff;
 pub mod batcher;
+pub mod lanes;
+pub mod limiter;
 pub mod outcome;
+pub mod prepare;
 pub mod spool;
 pub mod worker;
 

@@ -1,33 +1,46 @@
-//! One delivery worker per destination: spool -> pipeline -> Mixpanel -> ack.
+//! One delivery worker per destination: spool -> pipeline -> Mixpanel -> ack,
+//! with several requests in flight.
 //!
-//! The worker reads the destination's queued events in spool order, waits up to
-//! `linger` for a partial batch to fill, runs the pipeline, delivers the records
-//! (one attempt per round; the spool holds the retry schedule), then per event:
-//! - every record delivered or rejected: the event leaves the spool (rejections and
-//!   validation failures become dead letters with the reason);
-//! - some record failed temporarily: the event stays, with its attempt count, the
-//!   next attempt time (exponential backoff with jitter, honouring `Retry-After`)
-//!   and the records already delivered (not sent again) persisted;
-//! - failing for longer than `max_age`: dead letter, reason `expired`.
+//! The worker reads the destination's queued events in spool order into a
+//! bounded *window*, prepares them (parse, pipeline, records) on the blocking
+//! pool, and sends:
+//! - events whose records are all `/import` events into one shared queue, sent
+//!   in batches of up to `batch_size` by as many concurrent requests as the
+//!   [`Limiter`] allows (a partial batch waits up to `linger`);
+//! - events with profile or group records into the [lane](super::lanes) of the
+//!   profile they touch: a lane sends its events in acceptance order, one round
+//!   (the event's phases: `$identify`, then `$set`) at a time.
 //!
-//! Order: events are taken oldest first and a waiting retry at the head holds the
-//! events behind it, so a destination's events reach Mixpanel in spool order except
-//! across retries of partially delivered batches.
+//! Per event, once every record has an answer:
+//! - all delivered or rejected: it leaves the spool (acks are out of order;
+//!   rejections and validation failures become dead letters with the reason);
+//! - some record failed for now: the event stays, with its attempt count, next
+//!   attempt time (exponential backoff with jitter, honouring `Retry-After`) and
+//!   the records already delivered persisted; a lane waits for its failed head, so
+//!   a profile's later updates never overtake an earlier one;
+//! - failing for longer than `max_age` (counted from acceptance): dead letter,
+//!   reason `expired`.
+//!
+//! A `429` or `Retry-After` pauses the whole destination, every lane.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use rand::Rng as _;
 use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::spool::{DeadLetter, Entry, Op, RetryState, Spool};
+use super::lanes::{self, Lane};
+use super::limiter::{Limiter, Signal};
+use super::prepare::{self, Prepared};
+use super::spool::{Cursor, DeadLetter, Entry, EventId, Op, RetryState, Spool};
 use super::{Deliverer, Item, ItemResult};
 use crate::config::DestinationConfig;
-use crate::destination::EventResult;
-use crate::mapping::schema::Mode;
 use crate::telemetry as t;
 
 /// Worker settings.
@@ -38,10 +51,19 @@ pub struct WorkerSettings {
     /// Retry age limit; older failing events become dead letters.
     pub max_age: Duration,
     pub backoff: Backoff,
+    /// Most requests in flight (the adaptive limit stays at or below it).
+    pub concurrency: usize,
 }
 
+/// Bytes of spooled events held in memory by one worker, at most.
+const MAX_WINDOW_BYTES: usize = 64 << 20;
+/// A lane with this many events waiting sends without lingering.
+const LANE_FULL_EVENTS: usize = 200;
+/// Bytes asked of the spool per read.
+const READ_BYTES: usize = 8 << 20;
+
 /// Delivers one destination's spooled events until `stop` is cancelled and the
-/// ready events are flushed (or `deadline` passes after `stop`).
+/// ready events are flushed (or `drain_deadline` passes after `stop`).
 pub async fn run(
     dest: Arc<DestinationConfig>,
     spool: Spool,
@@ -51,83 +73,71 @@ pub async fn run(
     drain_deadline: Duration,
 ) {
     let notify = spool.notifier();
-    let mut partial_since: Option<Instant> = None;
+    let mut notified = Box::pin(notify.notified());
+    let mut w = Worker::new(dest, spool, deliverer, settings);
     let mut stop_at: Option<Instant> = None;
+    let mut next_gauges = Instant::now();
     loop {
+        let now = Instant::now();
         if stop.is_cancelled() && stop_at.is_none() {
-            stop_at = Some(Instant::now() + drain_deadline);
+            stop_at = Some(now + drain_deadline);
         }
-        if stop_at.is_some_and(|at| Instant::now() >= at) {
+        if stop_at.is_some_and(|at| now >= at) {
             break;
         }
-        let notified = notify.notified();
-        let entries = match spool.read(&dest.id, dest.batch_size) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(destination = %dest.id, error = %e, "spool read failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        record_oldest_age(&dest.id, entries.first());
-        let now = now_ms();
-        let ready: Vec<Entry> = entries
-            .into_iter()
-            .take_while(|e| e.state.as_ref().is_none_or(|s| s.next_attempt_ms <= now))
-            .collect();
-        if ready.is_empty() {
-            if stop.is_cancelled() {
-                break;
-            }
-            // Nothing ready: wait for new events, the head's next attempt, or stop.
-            let head_wait = match spool.read(&dest.id, 1).ok().and_then(|e| e.into_iter().next()) {
-                Some(Entry { state: Some(s), .. }) => {
-                    Duration::from_millis(u64::try_from(s.next_attempt_ms.saturating_sub(now)).unwrap_or(0))
-                }
-                _ => Duration::from_secs(5),
-            };
-            tokio::select! {
-                () = notified => {},
-                () = tokio::time::sleep(head_wait.min(Duration::from_secs(5))) => {},
-                () = stop.cancelled() => {},
-            }
-            continue;
+        if w.should_read() {
+            // Armed before the read, so an append during it is not missed.
+            notified.set(notify.notified());
+            notified.as_mut().enable();
+            w.start_read();
         }
-        if ready.len() < dest.batch_size && !stop.is_cancelled() {
-            let since = *partial_since.get_or_insert_with(Instant::now);
-            let waited = since.elapsed();
-            if waited < settings.linger {
-                tokio::select! {
-                    () = notified => {},
-                    () = tokio::time::sleep(settings.linger - waited) => {},
-                    () = stop.cancelled() => {},
-                }
-                continue;
-            }
+        w.release_due_retries();
+        w.dispatch(stop.is_cancelled());
+        w.flush().await;
+        if now >= next_gauges {
+            w.record_gauges();
+            next_gauges = now + Duration::from_secs(1);
         }
-        partial_since = None;
-        deliver_round(&dest, &spool, &deliverer, &settings, ready).await;
+        if stop.is_cancelled() && w.tasks.is_empty() && !w.has_ready_work(stop.is_cancelled()) {
+            break;
+        }
+        let wake = w.next_wake(now).min(next_gauges);
+        tokio::select! {
+            done = w.tasks.join_next(), if !w.tasks.is_empty() => {
+                if let Some(done) = done {
+                    w.complete(done);
+                }
+            }
+            () = &mut notified, if w.exhausted => w.exhausted = false,
+            () = tokio::time::sleep_until(wake) => {}
+            () = stop.cancelled(), if !stop.is_cancelled() => {}
+        }
     }
-    tracing::info!(destination = %dest.id, left = spool.destination_depth(&dest.id).unwrap_or(0), "worker stopped");
+    // Requests still in flight are dropped: their events stay queued and are
+    // delivered after the next start (at least once).
+    w.tasks.abort_all();
+    w.flush().await;
+    let left = w.spool.destination_depth(&w.dest.id).unwrap_or(0);
+    tracing::info!(destination = %w.dest.id, left, "worker stopped");
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// What a finished task hands back.
+enum Done {
+    Read {
+        cursor: Cursor,
+        prepared: Vec<Result<Prepared, (Entry, DeadLetter)>>,
+        error: Option<String>,
+    },
+    Sent {
+        lane: Option<usize>,
+        positions: Vec<(usize, u32)>,
+        results: Option<Vec<(Item, ItemResult)>>,
+    },
 }
 
-fn record_oldest_age(dest: &str, head: Option<&Entry>) {
-    let age = head
-        .and_then(|e| serde_json::from_slice::<Value>(&e.event).ok())
-        .and_then(|v| v.get("receivedAt").and_then(Value::as_str).map(str::to_owned))
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-        .map(|t| (now_ms() - t.timestamp_millis()).max(0) as f64 / 1000.0)
-        .unwrap_or(0.0);
-    metrics::gauge!(t::OLDEST_EVENT_AGE, "destination" => dest.to_owned()).set(age);
-}
-
-/// Per event of a round: what happened to its records.
+/// What happened to an event's records so far.
 #[derive(Default)]
-struct EventTally {
+struct Tally {
     failed: bool,
     retry_after: Option<Duration>,
     last_error: String,
@@ -135,383 +145,622 @@ struct EventTally {
     dead: Vec<DeadLetter>,
 }
 
-/// Parsed events of one chunk, the entries they came from, the unreadable
-/// ones, and what the pipeline made of them.
-struct Chunk {
-    entries: Vec<Entry>,
-    events: Vec<Value>,
-    corrupt: Vec<(u64, String)>,
-    outcome: crate::destination::Outcome,
+/// An event in the window.
+struct Pending {
+    id: EventId,
+    event: Vec<u8>,
+    received_ms: Option<i64>,
+    state: Option<RetryState>,
+    lane: Option<usize>,
+    /// Records waiting to be sent (lane events; import events' failed records).
+    records: Vec<(u32, Item)>,
+    /// Records queued for `/import` or in flight, not answered yet.
+    outstanding: usize,
+    /// Not before this time (epoch ms).
+    next_attempt_ms: i64,
+    /// When it entered the window, or became due again.
+    since: Instant,
+    tally: Tally,
 }
 
-fn run_chunk(dest: &DestinationConfig, ready: Vec<Entry>, now: i64) -> Chunk {
-    let mut events = Vec::with_capacity(ready.len());
-    let mut entries = Vec::with_capacity(ready.len());
-    let mut corrupt = Vec::new();
-    for entry in ready {
-        match serde_json::from_slice::<Value>(&entry.event) {
-            Ok(v) => {
-                events.push(v);
-                entries.push(entry);
-            }
-            Err(e) => corrupt.push((entry.seq, format!("unreadable event: {e}"))),
-        }
-    }
-    let outcome = dest.destination.process(&events, Mode::Single, now);
-    Chunk {
-        entries,
-        events,
-        corrupt,
-        outcome,
-    }
+/// A record waiting in the `/import` queue.
+struct Queued {
+    key: usize,
+    position: u32,
+    item: Item,
+    since: Instant,
 }
 
-/// Parses and transforms `ready` on the blocking pool, in as many chunks as
-/// there are cores, so a busy destination uses every core.
-async fn transform_parallel(dest: &Arc<DestinationConfig>, ready: Vec<Entry>, now: i64) -> Vec<Chunk> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = cores.min(ready.len() / MIN_CHUNK_EVENTS).max(1);
-    let per = ready.len().div_ceil(parts).max(1);
-    let mut rest = ready;
-    let mut handles = Vec::with_capacity(parts);
-    while !rest.is_empty() {
-        let tail = rest.split_off(per.min(rest.len()));
-        let chunk = std::mem::replace(&mut rest, tail);
-        let dest = dest.clone();
-        let kept: Vec<(u64, Vec<u8>)> = chunk.iter().map(|e| (e.seq, e.event.clone())).collect();
-        handles.push((kept, tokio::task::spawn_blocking(move || run_chunk(&dest, chunk, now))));
-    }
-    let mut chunks = Vec::with_capacity(handles.len());
-    for (kept, h) in handles {
-        match h.await {
-            Ok(c) => chunks.push(c),
-            // A panic in the pipeline is a bug. Its events must not block the
-            // queue forever: they become dead letters with the reason.
-            Err(e) => {
-                tracing::error!(destination = %dest.id, error = %e, events = kept.len(), "transform failed; events go to dead letters");
-                let message = format!("internal error while transforming: {e}");
-                chunks.push(Chunk {
-                    entries: Vec::new(),
-                    events: Vec::new(),
-                    corrupt: kept.into_iter().map(|(seq, _)| (seq, message.clone())).collect(),
-                    outcome: crate::destination::Outcome::default(),
-                });
-            }
-        }
-    }
-    chunks
+struct Worker {
+    dest: Arc<DestinationConfig>,
+    spool: Spool,
+    deliverer: Deliverer,
+    settings: WorkerSettings,
+    fingerprint: u64,
+    cursor: Option<Cursor>,
+    /// The last read found nothing new: wait for an append.
+    exhausted: bool,
+    window: HashMap<usize, Pending>,
+    window_bytes: usize,
+    max_window: usize,
+    next_key: usize,
+    imports: VecDeque<Queued>,
+    lanes: Vec<Lane>,
+    next_lane: usize,
+    prefer_import: bool,
+    /// Import events waiting for their next attempt: `(epoch ms, key)`.
+    waiting: BTreeSet<(i64, usize)>,
+    limiter: Limiter,
+    tasks: JoinSet<Done>,
+    acks: Vec<EventId>,
+    deads: Vec<(EventId, DeadLetter)>,
+    retries: Vec<(EventId, RetryState)>,
 }
 
-/// Below this many events per chunk, splitting costs more than it saves.
-const MIN_CHUNK_EVENTS: usize = 64;
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
-async fn deliver_round(
-    dest: &Arc<DestinationConfig>,
-    spool: &Spool,
-    deliverer: &Deliverer,
-    settings: &WorkerSettings,
-    ready: Vec<Entry>,
-) {
-    let now = now_ms();
-    let chunks = transform_parallel(dest, ready, now).await;
-    let mut entries = Vec::new();
-    let mut events = Vec::new();
-    let mut corrupt = Vec::new();
-    let mut outcomes = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        outcomes.push((events.len(), chunk.outcome));
-        entries.extend(chunk.entries);
-        events.extend(chunk.events);
-        for (seq, message) in chunk.corrupt {
-            corrupt.push((
-                seq,
-                dead(dest, None, "rejected", None, message, Value::Null, None, None),
-            ));
+impl Worker {
+    fn new(dest: Arc<DestinationConfig>, spool: Spool, deliverer: Deliverer, settings: WorkerSettings) -> Worker {
+        let concurrency = settings.concurrency.max(1);
+        // Enough events to keep every request slot busy with a full batch, and
+        // one batch filling.
+        let max_window = dest.batch_size.max(1) * (concurrency.div_ceil(2) + 2);
+        Worker {
+            fingerprint: prepare::config_fingerprint(&dest),
+            dest,
+            spool,
+            deliverer,
+            settings,
+            cursor: Some(Cursor::default()),
+            exhausted: false,
+            window: HashMap::new(),
+            window_bytes: 0,
+            max_window,
+            next_key: 0,
+            imports: VecDeque::new(),
+            lanes: (0..concurrency).map(|_| Lane::default()).collect(),
+            next_lane: 0,
+            prefer_import: false,
+            waiting: BTreeSet::new(),
+            limiter: Limiter::new(concurrency, Duration::from_secs(1)),
+            tasks: JoinSet::new(),
+            acks: Vec::new(),
+            deads: Vec::new(),
+            retries: Vec::new(),
         }
     }
-    if !corrupt.is_empty() {
-        let _ = spool.submit(Op::Dead(dest.id.clone(), corrupt)).await;
+
+    fn should_read(&self) -> bool {
+        self.cursor.is_some()
+            && !self.exhausted
+            && self.window.len() < self.max_window
+            && self.window_bytes < MAX_WINDOW_BYTES
     }
-    let mut tallies: Vec<EventTally> = (0..events.len()).map(|_| EventTally::default()).collect();
-    let fingerprint = config_fingerprint(dest);
-    let done: Vec<HashSet<u32>> = entries
-        .iter()
-        .map(|e| match &e.state {
-            Some(s) if s.config == fingerprint => s.done.iter().copied().collect(),
-            _ => HashSet::new(),
-        })
-        .collect();
-    let mut positions: HashMap<usize, u32> = HashMap::new();
-    let mut items = Vec::new();
-    let mut item_positions = Vec::new();
-    for (offset, outcome) in outcomes {
-        for sub in outcome.subscriptions {
-            let sub_name = dest
-                .destination
-                .subscriptions
-                .get(sub.subscription)
-                .map(|s| s.name.clone());
-            for (local, result) in sub.events {
-                let event = offset + local;
-                match result {
-                    EventResult::Records(records) => {
-                        for record in records {
-                            let pos = positions.entry(event).or_insert(0);
-                            let this = *pos;
-                            *pos += 1;
-                            if done.get(event).is_some_and(|d| d.contains(&this)) {
-                                continue;
-                            }
-                            items.push(Item {
-                                event,
-                                subscription: sub.subscription,
-                                record,
-                            });
-                            item_positions.push(this);
-                        }
+
+    /// Reads and prepares the next events in the background.
+    fn start_read(&mut self) {
+        let Some(mut cursor) = self.cursor.take() else {
+            return;
+        };
+        let room = self.max_window.saturating_sub(self.window.len()).max(1);
+        let max_events = room.min(self.dest.batch_size.max(1));
+        let spool = self.spool.clone();
+        let dest = self.dest.clone();
+        self.tasks.spawn(async move {
+            let id = dest.id.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let entries = spool.read(&id, &mut cursor, max_events, READ_BYTES);
+                (cursor, entries)
+            })
+            .await;
+            let (cursor, entries) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    return Done::Read {
+                        cursor: Cursor::default(),
+                        prepared: Vec::new(),
+                        error: Some(format!("spool read task failed: {e}")),
                     }
-                    EventResult::Failed { status, message } => {
-                        if let (Some(tally), Some(ev)) = (tallies.get_mut(event), events.get(event)) {
-                            tally.dead.push(dead(
-                                dest,
-                                sub_name.clone(),
-                                "rejected",
-                                Some(status),
-                                message,
-                                ev.clone(),
-                                None,
-                                None,
-                            ));
-                        }
-                    }
+                }
+            };
+            match entries {
+                Ok(entries) => Done::Read {
+                    cursor,
+                    prepared: prepare::prepare_parallel(&dest, entries, now_ms()).await,
+                    error: None,
+                },
+                Err(e) => Done::Read {
+                    cursor,
+                    prepared: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            }
+        });
+    }
+
+    fn complete(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Read {
+                cursor,
+                prepared,
+                error,
+            }) => {
+                self.cursor = Some(cursor);
+                if let Some(e) = error {
+                    tracing::error!(destination = %self.dest.id, error = %e, "spool read failed");
+                    self.exhausted = true;
+                }
+                if prepared.is_empty() {
+                    self.exhausted = true;
+                }
+                for p in prepared {
+                    self.admit(p);
+                }
+            }
+            Ok(Done::Sent {
+                lane,
+                positions,
+                results,
+            }) => self.answered(lane, positions, results),
+            // Tasks catch their panics; a join error is a cancellation at stop.
+            Err(e) => tracing::error!(destination = %self.dest.id, error = %e, "delivery task failed"),
+        }
+    }
+
+    /// Takes a prepared event into the window.
+    fn admit(&mut self, prepared: Result<Prepared, (Entry, DeadLetter)>) {
+        let p = match prepared {
+            Ok(p) => p,
+            Err((entry, letter)) => {
+                self.deads.push((entry.id, letter));
+                return;
+            }
+        };
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let mut records = p.records;
+        for (_, item) in &mut records {
+            item.event = key;
+        }
+        let lane = lanes::profile_key(records.iter().map(|(_, i)| i)).map(|h| (h % self.lanes.len() as u64) as usize);
+        let next_attempt_ms = p.entry.state.as_ref().map_or(0, |s| s.next_attempt_ms);
+        let pending = Pending {
+            id: p.entry.id,
+            event: p.entry.event,
+            received_ms: p.received_ms,
+            state: p.entry.state,
+            lane,
+            records,
+            outstanding: 0,
+            next_attempt_ms,
+            since: Instant::now(),
+            tally: Tally {
+                dead: p.refused,
+                ..Tally::default()
+            },
+        };
+        self.window_bytes += pending.event.len();
+        let empty = pending.records.is_empty();
+        self.window.insert(key, pending);
+        if empty {
+            self.finish(key, 0.0);
+            return;
+        }
+        match lane {
+            Some(l) => {
+                if let Some(lane) = self.lanes.get_mut(l) {
+                    lane.queue.push_back(key);
+                }
+            }
+            None if next_attempt_ms > now_ms() => {
+                self.waiting.insert((next_attempt_ms, key));
+            }
+            None => self.enqueue_imports(key),
+        }
+    }
+
+    /// Moves an import event's waiting records to the `/import` queue.
+    fn enqueue_imports(&mut self, key: usize) {
+        let Some(p) = self.window.get_mut(&key) else {
+            return;
+        };
+        let now = Instant::now();
+        p.since = now;
+        for (position, item) in p.records.drain(..) {
+            p.outstanding += 1;
+            self.imports.push_back(Queued {
+                key,
+                position,
+                item,
+                since: now,
+            });
+        }
+    }
+
+    /// Import events whose next attempt has come go back to the queue.
+    fn release_due_retries(&mut self) {
+        let now = now_ms();
+        while let Some(&(at, key)) = self.waiting.first() {
+            if at > now {
+                break;
+            }
+            self.waiting.pop_first();
+            self.enqueue_imports(key);
+        }
+    }
+
+    fn import_ready(&self, now: Instant, draining: bool) -> bool {
+        match self.imports.front() {
+            None => false,
+            Some(front) => {
+                draining || self.imports.len() >= self.dest.batch_size || now >= front.since + self.settings.linger
+            }
+        }
+    }
+
+    /// Whether lane `l` can send a round now.
+    fn lane_ready(&self, l: usize, now: Instant, now_ms: i64, draining: bool) -> bool {
+        let Some(lane) = self.lanes.get(l) else {
+            return false;
+        };
+        if lane.busy {
+            return false;
+        }
+        let Some(head) = lane.queue.front().and_then(|k| self.window.get(k)) else {
+            return false;
+        };
+        head.outstanding == 0
+            && head.next_attempt_ms <= now_ms
+            && (draining
+                || lane.queue.len() >= LANE_FULL_EVENTS
+                || now >= head.since + self.settings.linger
+                || head.state.is_some())
+    }
+
+    fn has_ready_work(&self, draining: bool) -> bool {
+        if self.limiter.paused_until(Instant::now()).is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let ms = now_ms();
+        self.should_read()
+            || self.import_ready(now, draining)
+            || (0..self.lanes.len()).any(|l| self.lane_ready(l, now, ms, draining))
+    }
+
+    /// Starts as many requests as the limiter allows: lane rounds and `/import`
+    /// batches in turn.
+    fn dispatch(&mut self, draining: bool) {
+        loop {
+            let now = Instant::now();
+            if !self.limiter.may_send(now) {
+                return;
+            }
+            let ms = now_ms();
+            let lane = (0..self.lanes.len())
+                .map(|i| (self.next_lane + i) % self.lanes.len())
+                .find(|&l| self.lane_ready(l, now, ms, draining));
+            let import = self.import_ready(now, draining);
+            match (lane, import) {
+                (Some(_), true) if self.prefer_import => self.send_imports(),
+                (Some(l), _) => self.send_lane(l, ms),
+                (None, true) => self.send_imports(),
+                (None, false) => return,
+            }
+            self.prefer_import = !self.prefer_import;
+        }
+    }
+
+    fn send_imports(&mut self) {
+        let n = self.imports.len().min(self.dest.batch_size.max(1));
+        let mut items = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        for q in self.imports.drain(..n) {
+            positions.push((q.key, q.position));
+            items.push(q.item);
+        }
+        self.spawn_send(None, positions, items);
+    }
+
+    /// One round of lane `l`: its ready events from the head, in order, at most
+    /// one request per endpoint and phase.
+    fn send_lane(&mut self, l: usize, now_ms: i64) {
+        self.next_lane = (l + 1) % self.lanes.len();
+        let Some(lane) = self.lanes.get_mut(l) else {
+            return;
+        };
+        let mut counts = [0usize; 4];
+        let mut items = Vec::new();
+        let mut positions = Vec::new();
+        for key in lane.queue.iter() {
+            let Some(p) = self.window.get_mut(key) else {
+                continue;
+            };
+            if p.outstanding > 0 || p.next_attempt_ms > now_ms {
+                break;
+            }
+            let mut add = [0usize; 4];
+            for (_, item) in &p.records {
+                if let Some(c) = add.get_mut(lanes::slot(item.record.endpoint)) {
+                    *c += 1;
+                }
+            }
+            let over = [
+                crate::mixpanel::api::Endpoint::Import,
+                crate::mixpanel::api::Endpoint::Track,
+                crate::mixpanel::api::Endpoint::Engage,
+                crate::mixpanel::api::Endpoint::Groups,
+            ]
+            .into_iter()
+            .enumerate()
+            .any(|(i, e)| {
+                counts.get(i).copied().unwrap_or(0) + add.get(i).copied().unwrap_or(0)
+                    > lanes::round_limit(e, self.dest.batch_size)
+            });
+            if over && !items.is_empty() {
+                break;
+            }
+            for (c, a) in counts.iter_mut().zip(add) {
+                *c += a;
+            }
+            p.records.sort_by_key(|(pos, _)| *pos);
+            for (position, item) in p.records.drain(..) {
+                p.outstanding += 1;
+                positions.push((*key, position));
+                items.push(item);
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        lane.busy = true;
+        self.spawn_send(Some(l), positions, items);
+    }
+
+    fn spawn_send(&mut self, lane: Option<usize>, positions: Vec<(usize, u32)>, items: Vec<Item>) {
+        self.limiter.start();
+        let deliverer = self.deliverer.clone();
+        let dest = self.dest.clone();
+        self.tasks.spawn(async move {
+            let sent = std::panic::AssertUnwindSafe(deliverer.deliver(&dest, items, now_ms()))
+                .catch_unwind()
+                .await;
+            Done::Sent {
+                lane,
+                positions,
+                results: sent.ok(),
+            }
+        });
+    }
+
+    /// Mixpanel answered a task's requests.
+    fn answered(
+        &mut self,
+        lane: Option<usize>,
+        positions: Vec<(usize, u32)>,
+        results: Option<Vec<(Item, ItemResult)>>,
+    ) {
+        if let Some(l) = lane.and_then(|l| self.lanes.get_mut(l)) {
+            l.busy = false;
+        }
+        let now = Instant::now();
+        let Some(results) = results else {
+            // A panic while delivering is a bug: the events become dead letters
+            // rather than block the queue.
+            self.limiter.finish(Signal::Ok, now);
+            tracing::error!(destination = %self.dest.id, records = positions.len(), "internal error while delivering; events go to dead letters");
+            for (key, _) in &positions {
+                if let Some(p) = self.window.get_mut(key) {
+                    p.outstanding = p.outstanding.saturating_sub(1);
+                    p.tally.dead.push(prepare::dead(
+                        &self.dest,
+                        None,
+                        "rejected",
+                        None,
+                        "internal error while delivering".into(),
+                        Value::Null,
+                    ));
+                }
+            }
+            self.finish_settled(positions.iter().map(|(k, _)| *k), 0.0);
+            return;
+        };
+        let mut signal = Signal::Ok;
+        for (_, result) in &results {
+            if let ItemResult::Failed { message, retry_after } = result {
+                let throttled = retry_after.is_some() || message.starts_with("HTTP 429");
+                signal = match (signal, throttled) {
+                    (Signal::Throttled(a), _) => Signal::Throttled(a.max(retry_after.unwrap_or_default())),
+                    (_, true) => Signal::Throttled(retry_after.unwrap_or(self.settings.backoff.initial)),
+                    (_, false) => Signal::Overloaded,
+                };
+            }
+        }
+        self.limiter.finish(signal, now);
+        let mut keys = Vec::with_capacity(positions.len());
+        for ((item, result), (key, position)) in results.into_iter().zip(positions) {
+            keys.push(key);
+            let Some(p) = self.window.get_mut(&key) else {
+                continue;
+            };
+            p.outstanding = p.outstanding.saturating_sub(1);
+            match result {
+                ItemResult::Delivered { .. } => p.tally.delivered.push(position),
+                ItemResult::Rejected {
+                    status,
+                    message,
+                    answer,
+                } => {
+                    let sub_name = self
+                        .dest
+                        .destination
+                        .subscriptions
+                        .get(item.subscription)
+                        .map(|s| s.name.clone());
+                    let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
+                    let mut letter = prepare::dead(&self.dest, sub_name, "rejected", Some(status), message, event);
+                    letter.request = Some(crate::mixpanel::api::redact_tokens(item.record.data));
+                    letter.response = Some(serde_json::json!({"status": status, "body": answer}));
+                    p.tally.dead.push(letter);
+                }
+                ItemResult::Failed { message, retry_after } => {
+                    p.tally.failed = true;
+                    p.tally.retry_after = p.tally.retry_after.max(retry_after);
+                    p.tally.last_error = message;
+                    p.records.push((position, item));
                 }
             }
         }
+        // One jitter per answer: events that failed together are retried together.
+        let jitter: f64 = rand::rng().random();
+        keys.dedup();
+        self.finish_settled(keys.into_iter(), jitter);
     }
-    // Records of one event together and in order, events in spool order.
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| items.get(i).map_or(0, |it| it.event));
-    let items: Vec<(Item, u32)> = order
-        .into_iter()
-        .filter_map(|i| Some((items.get(i)?.clone(), *item_positions.get(i)?)))
-        .collect();
-    let (plain, record_pos): (Vec<Item>, Vec<u32>) = items.into_iter().unzip();
-    let results = if plain.is_empty() {
-        Vec::new()
-    } else {
-        deliverer.deliver(dest, plain, now).await
-    };
-    for ((item, result), pos) in results.into_iter().zip(record_pos) {
-        let Some(tally) = tallies.get_mut(item.event) else {
-            continue;
+
+    /// Finishes the events among `keys` that have every record answered.
+    fn finish_settled(&mut self, keys: impl Iterator<Item = usize>, jitter: f64) {
+        let mut lanes_touched = Vec::new();
+        for key in keys {
+            let settled = self.window.get(&key).is_some_and(|p| p.outstanding == 0);
+            if settled {
+                if let Some(l) = self.window.get(&key).and_then(|p| p.lane) {
+                    lanes_touched.push(l);
+                }
+                self.finish(key, jitter);
+            }
+        }
+        lanes_touched.sort_unstable();
+        lanes_touched.dedup();
+        for l in lanes_touched {
+            if let Some(lane) = self.lanes.get_mut(l) {
+                let window = &self.window;
+                lane.queue.retain(|k| window.contains_key(k));
+            }
+        }
+    }
+
+    /// An event with every record answered: ack, dead letter, or retry later.
+    fn finish(&mut self, key: usize, jitter: f64) {
+        let Some(mut p) = self.window.remove(&key) else {
+            return;
         };
-        match result {
-            ItemResult::Delivered { .. } => tally.delivered.push(pos),
-            ItemResult::Rejected {
-                status,
-                message,
-                answer,
-            } => {
-                let sub_name = dest
-                    .destination
-                    .subscriptions
-                    .get(item.subscription)
-                    .map(|s| s.name.clone());
-                let event = events.get(item.event).cloned().unwrap_or(Value::Null);
-                let response = serde_json::json!({"status": status, "body": answer});
-                tally.dead.push(dead(
-                    dest,
-                    sub_name,
-                    "rejected",
-                    Some(status),
-                    message,
-                    event,
-                    Some(crate::mixpanel::api::redact_tokens(item.record.data)),
-                    Some(response),
-                ));
+        if !p.tally.failed {
+            self.window_bytes = self.window_bytes.saturating_sub(p.event.len());
+            match prepare::merge_letters(std::mem::take(&mut p.tally.dead)) {
+                None => self.acks.push(p.id),
+                Some(letter) => self.deads.push((p.id, letter)),
             }
-            ItemResult::Failed { message, retry_after } => {
-                tally.failed = true;
-                tally.retry_after = tally.retry_after.max(retry_after);
-                tally.last_error = message;
-            }
+            return;
+        }
+        let now = now_ms();
+        let mut st = p.state.take().unwrap_or_else(|| RetryState {
+            // The retry age counts from when the event was accepted, so events
+            // queued behind a failing batch do not wait a full age each.
+            first_failure_ms: p.received_ms.unwrap_or(now).min(now),
+            config: self.fingerprint,
+            ..RetryState::default()
+        });
+        if st.config != self.fingerprint {
+            // The subscriptions changed: record positions mean something else now.
+            st.done.clear();
+            st.config = self.fingerprint;
+        }
+        st.attempts = st.attempts.saturating_add(1);
+        st.done.append(&mut p.tally.delivered);
+        let age = Duration::from_millis(u64::try_from(now.saturating_sub(st.first_failure_ms)).unwrap_or(0));
+        if age >= self.settings.max_age {
+            self.window_bytes = self.window_bytes.saturating_sub(p.event.len());
+            let message = format!(
+                "gave up after {} attempts over {}s: {}",
+                st.attempts,
+                age.as_secs(),
+                p.tally.last_error
+            );
+            let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
+            self.deads
+                .push((p.id, prepare::dead(&self.dest, None, "expired", None, message, event)));
+            return;
+        }
+        let delay = self
+            .settings
+            .backoff
+            .delay(st.attempts.saturating_sub(1), jitter, p.tally.retry_after);
+        st.next_attempt_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        p.next_attempt_ms = st.next_attempt_ms;
+        self.retries.push((p.id, st.clone()));
+        p.state = Some(st);
+        // Rejections of this event so far stay in its tally for the dead letter.
+        p.tally.failed = false;
+        p.tally.retry_after = None;
+        if p.lane.is_none() {
+            self.waiting.insert((p.next_attempt_ms, key));
+        }
+        self.window.insert(key, p);
+    }
+
+    /// Persists acks, retry states and dead letters.
+    async fn flush(&mut self) {
+        let id = self.dest.id.clone();
+        let labels = [("destination", id.clone())];
+        if !self.retries.is_empty() {
+            let retries = std::mem::take(&mut self.retries);
+            metrics::counter!(t::EVENTS_RETRIED, &labels).increment(retries.len() as u64);
+            tracing::info!(destination = %id, events = retries.len(), "delivery failed for now; will retry");
+            submit(&self.spool, Op::Retry(id.clone(), retries)).await;
+        }
+        if !self.deads.is_empty() {
+            let deads = std::mem::take(&mut self.deads);
+            metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(deads.len() as u64);
+            tracing::warn!(destination = %id, letters = deads.len(), "events moved to dead letters");
+            submit(&self.spool, Op::Dead(id.clone(), deads)).await;
+        }
+        if !self.acks.is_empty() {
+            let acks = std::mem::take(&mut self.acks);
+            submit(&self.spool, Op::Ack(id, acks)).await;
         }
     }
-    let mut acks = Vec::new();
-    let mut deads = Vec::new();
-    let mut retries = Vec::new();
-    // One jitter per round: events that failed together are retried together.
-    let jitter: f64 = rand::rng().random();
-    let fingerprint = config_fingerprint(dest);
-    for ((entry, tally), event) in entries.iter().zip(tallies).zip(&events) {
-        if tally.failed {
-            let mut st = match entry.state.clone() {
-                Some(st) => st,
-                // The retry age counts from when the event was accepted, so events
-                // queued behind a failing batch do not wait a full age each.
-                None => RetryState {
-                    first_failure_ms: received_ms(event).unwrap_or(now).min(now),
-                    config: fingerprint,
-                    ..RetryState::default()
-                },
-            };
-            if st.config != fingerprint {
-                // The subscriptions changed: record positions mean something else now.
-                st.done.clear();
-                st.config = fingerprint;
-            }
-            st.attempts = st.attempts.saturating_add(1);
-            st.done.extend(tally.delivered);
-            let age = Duration::from_millis(u64::try_from(now.saturating_sub(st.first_failure_ms)).unwrap_or(0));
-            if age >= settings.max_age {
-                let msg = format!(
-                    "gave up after {} attempts over {}s: {}",
-                    st.attempts,
-                    age.as_secs(),
-                    tally.last_error
-                );
-                deads.push((
-                    entry.seq,
-                    dead(dest, None, "expired", None, msg, event.clone(), None, None),
-                ));
-                continue;
-            }
-            let delay = settings
-                .backoff
-                .delay(st.attempts.saturating_sub(1), jitter, tally.retry_after);
-            st.next_attempt_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-            retries.push((entry.seq, st));
-        } else if tally.dead.is_empty() {
-            acks.push(entry.seq);
-        } else if let Some(letter) = merge_letters(tally.dead) {
-            deads.push((entry.seq, letter));
+
+    fn record_gauges(&self) {
+        let now = now_ms();
+        let oldest = self.window.values().filter_map(|p| p.received_ms).min();
+        let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        metrics::gauge!(t::OLDEST_EVENT_AGE, "destination" => self.dest.id.clone()).set(age);
+        metrics::gauge!(t::SPOOL_DEPTH).set(self.spool.depth() as f64);
+        metrics::gauge!(t::SPOOL_BYTES).set(self.spool.bytes() as f64);
+    }
+
+    /// When the loop must look again even if nothing is answered.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + Duration::from_secs(1);
+        if let Some(at) = self.limiter.paused_until(now) {
+            return wake.min(at);
         }
+        if let Some(front) = self.imports.front() {
+            wake = wake.min(front.since + self.settings.linger);
+        }
+        let ms = now_ms();
+        let in_ms = |at: i64| now + Duration::from_millis(u64::try_from(at.saturating_sub(ms)).unwrap_or(0));
+        if let Some(&(at, _)) = self.waiting.first() {
+            wake = wake.min(in_ms(at));
+        }
+        for lane in &self.lanes {
+            if let Some(head) = lane.queue.front().and_then(|k| self.window.get(k)) {
+                if !lane.busy && head.outstanding == 0 {
+                    wake = wake.min(in_ms(head.next_attempt_ms).max(head.since + self.settings.linger));
+                }
+            }
+        }
+        wake.max(now + Duration::from_millis(1))
     }
-    let labels = [("destination", dest.id.clone())];
-    if !retries.is_empty() {
-        metrics::counter!(t::EVENTS_RETRIED, &labels).increment(retries.len() as u64);
-        tracing::info!(destination = %dest.id, events = retries.len(), "delivery failed for now; will retry");
-        submit(spool, Op::Retry(dest.id.clone(), retries)).await;
-    }
-    if !deads.is_empty() {
-        metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(deads.len() as u64);
-        tracing::warn!(destination = %dest.id, letters = deads.len(), "events moved to dead letters");
-        submit(spool, Op::Dead(dest.id.clone(), deads)).await;
-    }
-    if !acks.is_empty() {
-        submit(spool, Op::Ack(dest.id.clone(), acks)).await;
-    }
-    metrics::gauge!(t::SPOOL_DEPTH).set(spool.depth() as f64);
-    metrics::gauge!(t::SPOOL_BYTES).set(spool.bytes() as f64);
 }
 
 async fn submit(spool: &Spool, op: Op) {
     if let Err(e) = spool.submit(op).await {
-        // The event stays queued: it is delivered again later (at least once).
-        // Pause so a failing disk is not hammered by immediate re-sends.
+        // The events stay queued: they are delivered again after a restart (at
+        // least once). Pause so a failing disk is not hammered.
         tracing::error!(error = %e, "spool write failed");
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// When ingest accepted the event (its `receivedAt`), in epoch ms.
-fn received_ms(event: &Value) -> Option<i64> {
-    let text = event.get("receivedAt")?.as_str()?;
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
-/// One dead letter per event: several rejections of one event are listed in it.
-fn merge_letters(mut letters: Vec<DeadLetter>) -> Option<DeadLetter> {
-    if letters.len() <= 1 {
-        return letters.pop();
-    }
-    let mut first = letters.remove(0);
-    let mut requests = vec![first.request.take().unwrap_or(Value::Null)];
-    let mut responses = vec![first.response.take().unwrap_or(Value::Null)];
-    for other in letters {
-        first.message = format!(
-            "{}; {}: {}",
-            first.message,
-            other.subscription.as_deref().unwrap_or("?"),
-            other.message
-        );
-        requests.push(other.request.unwrap_or(Value::Null));
-        responses.push(other.response.unwrap_or(Value::Null));
-    }
-    first.request = Some(Value::Array(requests));
-    first.response = Some(Value::Array(responses));
-    Some(first)
-}
-
-/// Identifies the destination's subscriptions, so record positions remembered in
-/// a retry state are only trusted while the subscriptions are unchanged.
-fn config_fingerprint(dest: &DestinationConfig) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    for s in &dest.destination.subscriptions {
-        s.name.hash(&mut h);
-        s.action.name().hash(&mut h);
-        s.trigger.source().hash(&mut h);
-        s.enabled.hash(&mut h);
-        s.mapping.source().to_string().hash(&mut h);
-    }
-    h.finish()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn dead(
-    dest: &DestinationConfig,
-    subscription: Option<String>,
-    reason: &str,
-    status: Option<u16>,
-    message: String,
-    event: Value,
-    request: Option<Value>,
-    response: Option<Value>,
-) -> DeadLetter {
-    DeadLetter {
-        id: 0,
-        destination: dest.id.clone(),
-        subscription,
-        reason: reason.to_owned(),
-        status,
-        message,
-        event,
-        request,
-        response,
-        at_ms: now_ms(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn letter(sub: &str, msg: &str) -> DeadLetter {
-        DeadLetter {
-            id: 0,
-            destination: "d".into(),
-            subscription: Some(sub.into()),
-            reason: "rejected".into(),
-            status: Some(400),
-            message: msg.into(),
-            event: json!({"n": 1}),
-            request: Some(json!({"r": sub})),
-            response: None,
-            at_ms: 0,
-        }
-    }
-
-    #[test]
-    fn one_dead_letter_per_event() {
-        assert!(merge_letters(Vec::new()).is_none());
-        let one = merge_letters(vec![letter("a", "x")]).unwrap();
-        assert_eq!(one.request, Some(json!({"r": "a"})));
-        let merged = merge_letters(vec![letter("a", "x"), letter("b", "y")]).unwrap();
-        assert_eq!(merged.message, "x; b: y");
-        assert_eq!(merged.request, Some(json!([{"r": "a"}, {"r": "b"}])));
     }
 }

@@ -32,6 +32,12 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
         Json(json!({"status": "ready"})).into_response()
+    } else if state.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        ApiError::unavailable(
+            "not ready: the spool is full or the disk refused a write; delivering the backlog frees room",
+            Duration::from_secs(5),
+        )
+        .into_response()
     } else {
         ApiError::unavailable("not ready: starting or shutting down", Duration::from_secs(5)).into_response()
     }

@@ -52,6 +52,15 @@ pub struct FaultMix {
     pub slow: Duration,
 }
 
+/// A one-off answer, used (in arrival order) before the [`Behavior`]: see
+/// [`Mixpanel::script`].
+#[derive(Clone, Copy, Debug)]
+pub struct Scripted {
+    pub status: u16,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+}
+
 /// How the mock answers.
 #[derive(Clone, Debug)]
 pub enum Behavior {
@@ -94,6 +103,14 @@ pub struct Req {
     /// Indexes of the records Mixpanel accepted (empty unless a success answer was
     /// written).
     pub accepted: Vec<usize>,
+    /// Arrival order over every request of this mock (0, 1, ...): when the whole
+    /// request was read, before any hold or latency.
+    pub seq: u64,
+    /// When the whole request was read.
+    pub arrived: Instant,
+    /// When its answer was about to be written (after hold and latency; for a
+    /// dropped or stale request, when it was given up).
+    pub answered: Instant,
 }
 
 impl Req {
@@ -156,6 +173,17 @@ struct Inner {
     /// `/import` insert id -> times received.
     received: HashMap<String, u32>,
     in_flight: usize,
+    /// Requests received and not answered yet: like `in_flight`, but a request
+    /// leaves it just *before* its answer is written, so the client cannot have
+    /// seen the answer while it is counted (no overcount when the client's next
+    /// request arrives before the bookkeeping of the last answer).
+    open: usize,
+    /// The most `open` requests at once since the start (or the last reset).
+    max_in_flight: usize,
+    /// Arrival number of the next request.
+    next_seq: u64,
+    /// One-off answers taken by the next arrivals, before `behavior`.
+    script: VecDeque<Scripted>,
 }
 
 struct Shared {
@@ -201,6 +229,10 @@ impl Mixpanel {
                 accepted: HashMap::new(),
                 received: HashMap::new(),
                 in_flight: 0,
+                open: 0,
+                max_in_flight: 0,
+                next_seq: 0,
+                script: VecDeque::new(),
             }),
             generation: AtomicU64::new(0),
             hold: tokio::sync::watch::Sender::new(false),
@@ -253,6 +285,34 @@ impl Mixpanel {
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.shared.with(|s| s.in_flight)
+    }
+
+    /// The most requests in flight at the same time (received, answer not begun
+    /// to be written) since the start or the last [`Mixpanel::reset_max_in_flight`].
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.with(|s| s.max_in_flight)
+    }
+
+    /// Restarts [`Mixpanel::max_in_flight`] from the requests in flight now.
+    pub fn reset_max_in_flight(&self) {
+        self.shared.with(|s| s.max_in_flight = s.open);
+    }
+
+    /// The next requests to arrive (any path) get these answers, one each in
+    /// order, instead of the [`Behavior`]; a 2xx status is the normal success
+    /// answer, a 429 counts as [`Fate::TooMany`].
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.shared.with(|s| s.script.extend(answers));
+    }
+
+    /// Scripted answers not used yet.
+    pub fn script_left(&self) -> usize {
+        self.shared.with(|s| s.script.len())
+    }
+
+    /// Distinct `/import` insert ids accepted so far (cheap: no copy, no scan).
+    pub fn accepted_unique(&self) -> usize {
+        self.shared.with(|s| s.accepted.len())
     }
 
     /// Every request handled so far (answered, dropped...), in completion order.
@@ -477,6 +537,19 @@ fn failure(status: u16, text: &str) -> Decision {
 }
 
 fn decide(s: &mut Inner, path: &str, query: &str, records: &[Value]) -> Decision {
+    if let Some(scripted) = s.script.pop_front() {
+        let mut d = if (200..300).contains(&scripted.status) {
+            success(path, query, records, &s.reject)
+        } else {
+            failure(scripted.status, "mock scripted answer")
+        };
+        if scripted.status == 429 {
+            d.fate = Fate::TooMany;
+        }
+        d.retry_after = scripted.retry_after;
+        d.delay += s.latency;
+        return d;
+    }
     let mut decision = match s.behavior.clone() {
         Behavior::Ok => success(path, query, records, &s.reject),
         Behavior::Status(status, text) => failure(status, &text),
@@ -533,19 +606,27 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
             None => (request.target.clone(), String::new()),
         };
         let records = parse_records(&path, &request.headers, &request.body);
-        let decision = shared.with(|s| {
+        let arrived = Instant::now();
+        let (decision, seq) = shared.with(|s| {
             s.in_flight += 1;
+            s.open += 1;
+            s.max_in_flight = s.max_in_flight.max(s.open);
+            let seq = s.next_seq;
+            s.next_seq += 1;
             if path == "/import" {
                 for r in &records {
                     *s.received.entry(record_key(r)).or_insert(0) += 1;
                 }
             }
-            decide(s, &path, &query, &records)
+            (decide(s, &path, &query, &records), seq)
         });
         let _ = shared.hold.subscribe().wait_for(|held| !held).await;
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
         }
+        // Taken before the answer is written: the client cannot have read it yet.
+        let answered = Instant::now();
+        shared.with(|s| s.open -= 1);
         let mut fate = decision.fate;
         let mut accepted = decision.accepted;
         let keep_open = fate != Fate::Dropped;
@@ -590,6 +671,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                 records,
                 fate,
                 accepted,
+                seq,
+                arrived,
+                answered,
             });
         });
         let close = request
@@ -705,6 +789,11 @@ impl ServerProcess {
             http,
             logs,
         }
+    }
+
+    /// The exit status if the process has exited (reaped), `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reaps the process.

@@ -1,0 +1,184 @@
+//! How many requests one destination may have in flight, and when it must not
+//! send at all.
+//!
+//! Additive increase, multiplicative decrease, as TCP and Vector's adaptive
+//! request concurrency do: the limit grows by one after a window of `limit`
+//! answers that were all accepted, and halves (at most once per `cooldown`) on
+//! back-pressure: a `429`, a `5xx`, a timeout or a network error. It never exceeds
+//! the configured maximum and never drops below one. A `Retry-After` (or a 429)
+//! pauses the whole destination, every lane, until it passes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What an answer says about Mixpanel's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Accepted (or rejected for the records' own sake: not back-pressure).
+    Ok,
+    /// 5xx, timeout, unreachable.
+    Overloaded,
+    /// Mixpanel asked to wait this long (429 or `Retry-After`).
+    Throttled(Duration),
+}
+
+/// The adaptive concurrency limit of one destination.
+#[derive(Debug)]
+pub struct Limiter {
+    max: usize,
+    limit: f64,
+    in_flight: usize,
+    successes: usize,
+    last_decrease: Option<Instant>,
+    cooldown: Duration,
+    paused_until: Option<Instant>,
+}
+
+impl Limiter {
+    /// Starts at half the maximum (at least one) and probes upwards.
+    pub fn new(max: usize, cooldown: Duration) -> Limiter {
+        let max = max.max(1);
+        Limiter {
+            max,
+            limit: max.div_ceil(2) as f64,
+            in_flight: 0,
+            successes: 0,
+            last_decrease: None,
+            cooldown,
+            paused_until: None,
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        (self.limit.floor() as usize).clamp(1, self.max)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// When sending is paused, until when.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|&at| at > now)
+    }
+
+    /// Whether one more request may start now.
+    pub fn may_send(&self, now: Instant) -> bool {
+        self.paused_until(now).is_none() && self.in_flight < self.limit()
+    }
+
+    /// A request starts.
+    pub fn start(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// A request ended with this signal.
+    pub fn finish(&mut self, signal: Signal, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match signal {
+            Signal::Ok => {
+                self.successes += 1;
+                if self.successes >= self.limit() {
+                    self.successes = 0;
+                    self.limit = (self.limit + 1.0).min(self.max as f64);
+                }
+            }
+            Signal::Overloaded => self.decrease(now),
+            Signal::Throttled(wait) => {
+                self.decrease(now);
+                let until = now + wait;
+                if self.paused_until.is_none_or(|at| at < until) {
+                    self.paused_until = Some(until);
+                }
+            }
+        }
+    }
+
+    fn decrease(&mut self, now: Instant) {
+        self.successes = 0;
+        let recent = self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < self.cooldown);
+        if !recent {
+            self.limit = (self.limit / 2.0).max(1.0);
+            self.last_decrease = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_by_one_per_window_of_successes_up_to_the_max() {
+        let now = Instant::now();
+        let mut l = Limiter::new(4, Duration::from_secs(1));
+        assert_eq!(l.limit(), 2);
+        for _ in 0..2 {
+            l.start();
+            l.finish(Signal::Ok, now);
+        }
+        assert_eq!(l.limit(), 3);
+        for _ in 0..100 {
+            l.start();
+            l.finish(Signal::Ok, now);
+        }
+        assert_eq!(l.limit(), 4);
+    }
+
+    #[test]
+    fn halves_once_per_cooldown_and_never_below_one() {
+        let now = Instant::now();
+        let mut l = Limiter::new(16, Duration::from_secs(1));
+        assert_eq!(l.limit(), 8);
+        l.start();
+        l.finish(Signal::Overloaded, now);
+        assert_eq!(l.limit(), 4);
+        // A burst of failures answered together counts once.
+        l.start();
+        l.finish(Signal::Overloaded, now + Duration::from_millis(10));
+        assert_eq!(l.limit(), 4);
+        for i in 0..10u64 {
+            l.start();
+            l.finish(Signal::Overloaded, now + Duration::from_secs(2 + i * 2));
+        }
+        assert_eq!(l.limit(), 1);
+    }
+
+    #[test]
+    fn a_throttle_pauses_every_request_until_it_passes() {
+        let now = Instant::now();
+        let mut l = Limiter::new(8, Duration::from_secs(1));
+        l.start();
+        l.start();
+        assert!(l.may_send(now));
+        l.finish(Signal::Throttled(Duration::from_secs(2)), now);
+        assert!(!l.may_send(now + Duration::from_millis(1999)));
+        assert_eq!(l.paused_until(now), Some(now + Duration::from_secs(2)));
+        assert!(l.may_send(now + Duration::from_secs(2)));
+        // A shorter later pause does not cut a longer one short.
+        l.finish(
+            Signal::Throttled(Duration::from_millis(100)),
+            now + Duration::from_millis(10),
+        );
+        assert_eq!(l.paused_until(now), Some(now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn in_flight_is_capped_by_the_limit() {
+        let now = Instant::now();
+        let mut l = Limiter::new(2, Duration::from_secs(1));
+        assert_eq!(l.limit(), 1);
+        l.start();
+        assert!(!l.may_send(now));
+        l.finish(Signal::Ok, now);
+        assert!(l.may_send(now));
+    }
+}

@@ -1,0 +1,265 @@
+//! From spooled bytes to records: parse, run the destination's pipeline, and
+//! number each event's records (positions are what a retry state remembers as
+//! done). CPU work: it runs on the blocking pool, in parallel chunks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::spool::{DeadLetter, Entry};
+use super::Item;
+use crate::config::DestinationConfig;
+use crate::destination::EventResult;
+use crate::mapping::schema::Mode;
+
+/// One spooled event, ready to deliver.
+#[derive(Debug)]
+pub struct Prepared {
+    pub entry: Entry,
+    /// When ingest accepted it (`receivedAt`), epoch ms.
+    pub received_ms: Option<i64>,
+    /// Records still to deliver, with their position among the event's records
+    /// (`Item::event` is left 0; the worker sets it).
+    pub records: Vec<(u32, Item)>,
+    /// Subscriptions whose mapping or validation refused the event.
+    pub refused: Vec<DeadLetter>,
+}
+
+/// Below this many events per chunk, splitting costs more than it saves.
+const MIN_CHUNK_EVENTS: usize = 64;
+
+/// Prepares `entries` on the blocking pool, in as many chunks as there are
+/// cores. Unreadable events come back as dead letters (`Err`).
+pub async fn prepare_parallel(
+    dest: &Arc<DestinationConfig>,
+    entries: Vec<Entry>,
+    now_ms: i64,
+) -> Vec<Result<Prepared, (Entry, DeadLetter)>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = cores.min(entries.len() / MIN_CHUNK_EVENTS).max(1);
+    let per = entries.len().div_ceil(parts).max(1);
+    let mut rest = entries;
+    let mut handles = Vec::with_capacity(parts);
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        let chunk = std::mem::replace(&mut rest, tail);
+        let ids: Vec<Entry> = chunk
+            .iter()
+            .map(|e| Entry {
+                id: e.id,
+                event: Vec::new(),
+                state: None,
+            })
+            .collect();
+        let dest = dest.clone();
+        handles.push((ids, tokio::task::spawn_blocking(move || prepare(&dest, chunk, now_ms))));
+    }
+    let mut out = Vec::new();
+    for (ids, handle) in handles {
+        match handle.await {
+            Ok(prepared) => out.extend(prepared),
+            // A panic in the pipeline is a bug. Its events must not block the
+            // queue forever: they become dead letters with the reason.
+            Err(e) => {
+                tracing::error!(destination = %dest.id, error = %e, events = ids.len(), "transform failed; events go to dead letters");
+                let message = format!("internal error while transforming: {e}");
+                for entry in ids {
+                    let letter = dead(dest, None, "rejected", None, message.clone(), Value::Null);
+                    out.push(Err((entry, letter)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prepares one chunk, in order.
+pub fn prepare(
+    dest: &DestinationConfig,
+    entries: Vec<Entry>,
+    now_ms: i64,
+) -> Vec<Result<Prepared, (Entry, DeadLetter)>> {
+    let fingerprint = config_fingerprint(dest);
+    let mut out = Vec::with_capacity(entries.len());
+    let mut events = Vec::with_capacity(entries.len());
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match serde_json::from_slice::<Value>(&entry.event) {
+            Ok(v) => {
+                events.push(v);
+                kept.push(entry);
+            }
+            Err(e) => {
+                let letter = dead(
+                    dest,
+                    None,
+                    "rejected",
+                    None,
+                    format!("unreadable event: {e}"),
+                    Value::Null,
+                );
+                out.push(Err((entry, letter)));
+            }
+        }
+    }
+    let outcome = dest.destination.process(&events, Mode::Single, now_ms);
+    let mut prepared: Vec<Prepared> = kept
+        .into_iter()
+        .zip(&events)
+        .map(|(entry, event)| Prepared {
+            received_ms: received_ms(event),
+            entry,
+            records: Vec::new(),
+            refused: Vec::new(),
+        })
+        .collect();
+    let mut next_position: Vec<u32> = vec![0; prepared.len()];
+    let done: Vec<HashSet<u32>> = prepared
+        .iter()
+        .map(|p| match &p.entry.state {
+            Some(s) if s.config == fingerprint => s.done.iter().copied().collect(),
+            _ => HashSet::new(),
+        })
+        .collect();
+    for sub in outcome.subscriptions {
+        let sub_name = dest
+            .destination
+            .subscriptions
+            .get(sub.subscription)
+            .map(|s| s.name.clone());
+        for (index, result) in sub.events {
+            let (Some(p), Some(position), Some(done)) =
+                (prepared.get_mut(index), next_position.get_mut(index), done.get(index))
+            else {
+                continue;
+            };
+            match result {
+                EventResult::Records(records) => {
+                    for record in records {
+                        let this = *position;
+                        *position += 1;
+                        if done.contains(&this) {
+                            continue;
+                        }
+                        p.records.push((
+                            this,
+                            Item {
+                                event: 0,
+                                subscription: sub.subscription,
+                                record,
+                            },
+                        ));
+                    }
+                }
+                EventResult::Failed { status, message } => {
+                    let event = events.get(index).cloned().unwrap_or(Value::Null);
+                    p.refused
+                        .push(dead(dest, sub_name.clone(), "rejected", Some(status), message, event));
+                }
+            }
+        }
+    }
+    out.extend(prepared.into_iter().map(Ok));
+    out
+}
+
+/// When ingest accepted the event (its `receivedAt`), in epoch ms.
+pub fn received_ms(event: &Value) -> Option<i64> {
+    let text = event.get("receivedAt")?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Identifies the destination's subscriptions, so record positions remembered in
+/// a retry state are only trusted while the subscriptions are unchanged.
+pub fn config_fingerprint(dest: &DestinationConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for s in &dest.destination.subscriptions {
+        s.name.hash(&mut h);
+        s.action.name().hash(&mut h);
+        s.trigger.source().hash(&mut h);
+        s.enabled.hash(&mut h);
+        s.mapping.source().to_string().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A dead letter of `dest` without the request and answer (added when known).
+pub fn dead(
+    dest: &DestinationConfig,
+    subscription: Option<String>,
+    reason: &str,
+    status: Option<u16>,
+    message: String,
+    event: Value,
+) -> DeadLetter {
+    DeadLetter {
+        id: 0,
+        destination: dest.id.clone(),
+        subscription,
+        reason: reason.to_owned(),
+        status,
+        message,
+        event,
+        request: None,
+        response: None,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// One dead letter per event: several rejections of one event are listed in it.
+pub fn merge_letters(mut letters: Vec<DeadLetter>) -> Option<DeadLetter> {
+    if letters.len() <= 1 {
+        return letters.pop();
+    }
+    let mut first = letters.remove(0);
+    let mut requests = vec![first.request.take().unwrap_or(Value::Null)];
+    let mut responses = vec![first.response.take().unwrap_or(Value::Null)];
+    for other in letters {
+        first.message = format!(
+            "{}; {}: {}",
+            first.message,
+            other.subscription.as_deref().unwrap_or("?"),
+            other.message
+        );
+        requests.push(other.request.unwrap_or(Value::Null));
+        responses.push(other.response.unwrap_or(Value::Null));
+    }
+    first.request = Some(Value::Array(requests));
+    first.response = Some(Value::Array(responses));
+    Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn letter(sub: &str, msg: &str) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            destination: "d".into(),
+            subscription: Some(sub.into()),
+            reason: "rejected".into(),
+            status: Some(400),
+            message: msg.into(),
+            event: json!({"n": 1}),
+            request: Some(json!({"r": sub})),
+            response: None,
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn one_dead_letter_per_event() {
+        assert!(merge_letters(Vec::new()).is_none());
+        let one = merge_letters(vec![letter("a", "x")]).unwrap();
+        assert_eq!(one.request, Some(json!({"r": "a"})));
+        let merged = merge_letters(vec![letter("a", "x"), letter("b", "y")]).unwrap();
+        assert_eq!(merged.message, "x; b: y");
+        assert_eq!(merged.request, Some(json!([{"r": "a"}, {"r": "b"}])));
+    }
+}
