@@ -972,7 +972,9 @@ async fn sigterm_exits_zero_in_time_and_the_rest_is_delivered_after_restart() {
         "shutdown_timeout = \"2s\"",
         DELIVERY,
         "linger = \"20ms\"",
-        &[destination("main", &["wk-term"], &mock, "batch_size = 100")],
+        // Small batches, so that even with several requests in flight there is
+        // more to deliver than `shutdown_timeout` allows.
+        &[destination("main", &["wk-term"], &mock, "batch_size = 10")],
     );
     let mut server = ServerProcess::start(&cfg).await;
     let batches: Vec<Batch> = (0..30)

@@ -493,10 +493,12 @@ pub async fn dead_letters_list(
 ) -> Result<Response, ApiError> {
     let spool = admin_spool(&state, &headers)?;
     let limit = filter.limit.unwrap_or(100).min(MAX_DEAD_PAGE);
+    // Counted before listing: letters only arrive in between, so the list never
+    // shows fewer letters than the total says.
+    let total = spool.dead_count().unwrap_or(0);
     let letters = spool
         .dead_letters(limit, |d| filter.keep(d))
         .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    let total = spool.dead_count().unwrap_or(0);
     Ok(
         Json(json!({"total": total, "dropped_since_start": spool.dead_dropped(), "dead_letters": letters}))
             .into_response(),

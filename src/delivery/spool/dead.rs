@@ -268,10 +268,10 @@ impl DeadStore {
                     break;
                 }
                 let (_, v) = row.db()?;
-                if let Ok(item) = serde_json::from_slice::<T>(v.value()) {
-                    if keep(&item) {
-                        out.push(item);
-                    }
+                match serde_json::from_slice::<T>(v.value()) {
+                    Ok(item) if keep(&item) => out.push(item),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "spool: a dead letter cannot be read; skipped"),
                 }
             }
             Ok(out)

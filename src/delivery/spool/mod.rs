@@ -102,6 +102,13 @@ pub const SPOOL_CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Exit code when the disk fails a commit (EX_SOFTWARE is 70; EX_IOERR 74).
 pub const EXIT_STORAGE_FAILURE: i32 = 74;
 
+/// Room kept free under `max_bytes` for the journal (acks and retry states of
+/// queued events, written after their events were accepted): appends are refused
+/// once the queue would come within this of the limit.
+pub fn journal_reserve(max_bytes: u64) -> u64 {
+    (max_bytes / 16).clamp(4 * 1024, 16 * 1024 * 1024).min(max_bytes / 2)
+}
+
 /// Size at which a destination's log starts a new segment, for a spool of at
 /// most `max_bytes`: `max_bytes / 32`, between 64 KiB and 32 MiB.
 pub fn segment_bytes(max_bytes: u64) -> u64 {
@@ -452,7 +459,7 @@ impl Spool {
         let size = encoded_size(&events);
         let bytes = self.bytes();
         let max = self.inner.limits.max_bytes;
-        if !events.is_empty() && bytes.saturating_add(size) > max {
+        if !events.is_empty() && bytes.saturating_add(size).saturating_add(journal_reserve(max)) > max {
             self.inner.refusing.store(true, Ordering::Relaxed);
             return Err(SpoolError::Full(format!("{bytes} bytes on disk, limit {max} bytes")));
         }

@@ -626,7 +626,7 @@ impl Writer {
                         continue;
                     }
                     let on_disk = self.totals.bytes + st.bytes;
-                    if on_disk.saturating_add(size) > max {
+                    if on_disk.saturating_add(size).saturating_add(super::journal_reserve(max)) > max {
                         self.inner.refusing.store(true, Ordering::Relaxed);
                         results[i] = Some(Err(SpoolError::Full(format!(
                             "{on_disk} bytes on disk, limit {max} bytes"
