@@ -883,10 +883,12 @@ async fn mixpanel_latency_does_not_cap_throughput() {
         max_in_flight <= 16,
         "{max_in_flight} requests in flight at once with delivery.concurrency = 16 (a maximum)"
     );
+    // One request in flight cannot beat `serial`; the test binary is a debug
+    // build, whose transform CPU (not latency) bounds the rest.
     assert!(
-        drain < TP_BOUND,
-        "delivering {TP_EVENTS} events took {drain:?} after the last accept (bound {TP_BOUND:?}; max in flight \
-         {max_in_flight}): latency caps throughput"
+        drain < serial * 3 / 4,
+        "delivering {TP_EVENTS} events took {drain:?} after the last accept (one request at a time needs \
+         {serial:?} of latency alone; max in flight {max_in_flight}): latency caps throughput"
     );
     assert!(
         drain < serial / 2,

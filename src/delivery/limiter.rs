@@ -70,17 +70,33 @@ impl Limiter {
 
     /// Whether one more request may start now.
     pub fn may_send(&self, now: Instant) -> bool {
-        self.paused_until(now).is_none() && self.in_flight < self.limit()
+        self.may_send_n(1, now)
+    }
+
+    /// Whether `n` more requests may start now (a lone group larger than the
+    /// limit may start when nothing is in flight, or it would never start).
+    pub fn may_send_n(&self, n: usize, now: Instant) -> bool {
+        self.paused_until(now).is_none() && (self.in_flight + n <= self.limit() || self.in_flight == 0)
     }
 
     /// A request starts.
     pub fn start(&mut self) {
-        self.in_flight += 1;
+        self.start_n(1);
+    }
+
+    /// `n` requests start together.
+    pub fn start_n(&mut self, n: usize) {
+        self.in_flight += n;
     }
 
     /// A request ended with this signal.
     pub fn finish(&mut self, signal: Signal, now: Instant) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.finish_n(1, signal, now);
+    }
+
+    /// `n` requests started together ended with this signal.
+    pub fn finish_n(&mut self, n: usize, signal: Signal, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(n);
         match signal {
             Signal::Ok => {
                 self.successes += 1;

@@ -130,6 +130,8 @@ enum Done {
     },
     Sent {
         lane: Option<usize>,
+        /// Request slots the task held.
+        slots: usize,
         positions: Vec<(usize, u32)>,
         results: Option<Vec<(Item, ItemResult)>>,
     },
@@ -206,7 +208,7 @@ impl Worker {
         let concurrency = settings.concurrency.max(1);
         // Enough events to keep every request slot busy with a full batch, and
         // one batch filling.
-        let max_window = dest.batch_size.max(1) * (concurrency.div_ceil(2) + 2);
+        let max_window = dest.batch_size.max(1) * (concurrency + 2);
         Worker {
             fingerprint: prepare::config_fingerprint(&dest),
             dest,
@@ -301,9 +303,10 @@ impl Worker {
             }
             Ok(Done::Sent {
                 lane,
+                slots,
                 positions,
                 results,
-            }) => self.answered(lane, positions, results),
+            }) => self.answered(lane, slots, positions, results),
             // Tasks catch their panics; a join error is a cancellation at stop.
             Err(e) => tracing::error!(destination = %self.dest.id, error = %e, "delivery task failed"),
         }
@@ -445,7 +448,15 @@ impl Worker {
             let import = self.import_ready(now, draining);
             match (lane, import) {
                 (Some(_), true) if self.prefer_import => self.send_imports(),
-                (Some(l), _) => self.send_lane(l, ms),
+                (Some(l), _) => {
+                    if !self.send_lane(l, ms) {
+                        if import {
+                            self.send_imports();
+                        } else {
+                            return;
+                        }
+                    }
+                }
                 (None, true) => self.send_imports(),
                 (None, false) => return,
             }
@@ -466,10 +477,16 @@ impl Worker {
 
     /// One round of lane `l`: its ready events from the head, in order, at most
     /// one request per endpoint and phase.
-    fn send_lane(&mut self, l: usize, now_ms: i64) {
+    /// Whether a round was sent (it waits when its requests would pass the limit).
+    fn send_lane(&mut self, l: usize, now_ms: i64) -> bool {
         self.next_lane = (l + 1) % self.lanes.len();
+        // Request slots free: a round sends at most one request per endpoint at once.
+        let free = match self.limiter.in_flight() {
+            0 => 4,
+            busy => self.limiter.limit().saturating_sub(busy),
+        };
         let Some(lane) = self.lanes.get_mut(l) else {
-            return;
+            return false;
         };
         let mut counts = [0usize; 4];
         let mut items = Vec::new();
@@ -499,8 +516,12 @@ impl Worker {
                 counts.get(i).copied().unwrap_or(0) + add.get(i).copied().unwrap_or(0)
                     > lanes::round_limit(e, self.dest.batch_size)
             });
-            if over && !items.is_empty() {
+            let endpoints = counts.iter().zip(&add).filter(|(c, a)| **c + **a > 0).count();
+            if (over || endpoints > free) && !items.is_empty() {
                 break;
+            }
+            if endpoints > free {
+                return false;
             }
             for (c, a) in counts.iter_mut().zip(add) {
                 *c += a;
@@ -513,14 +534,27 @@ impl Worker {
             }
         }
         if items.is_empty() {
-            return;
+            return false;
         }
         lane.busy = true;
         self.spawn_send(Some(l), positions, items);
+        true
     }
 
     fn spawn_send(&mut self, lane: Option<usize>, positions: Vec<(usize, u32)>, items: Vec<Item>) {
-        self.limiter.start();
+        // A lane round may send one request per endpoint at once (a phase).
+        let mut endpoints = [false; 4];
+        for item in &items {
+            if let Some(e) = endpoints.get_mut(lanes::slot(item.record.endpoint)) {
+                *e = true;
+            }
+        }
+        let slots = if lane.is_some() {
+            endpoints.iter().filter(|&&e| e).count().max(1)
+        } else {
+            1
+        };
+        self.limiter.start_n(slots);
         let deliverer = self.deliverer.clone();
         let dest = self.dest.clone();
         self.tasks.spawn(async move {
@@ -529,6 +563,7 @@ impl Worker {
                 .await;
             Done::Sent {
                 lane,
+                slots,
                 positions,
                 results: sent.ok(),
             }
@@ -539,6 +574,7 @@ impl Worker {
     fn answered(
         &mut self,
         lane: Option<usize>,
+        slots: usize,
         positions: Vec<(usize, u32)>,
         results: Option<Vec<(Item, ItemResult)>>,
     ) {
@@ -549,7 +585,7 @@ impl Worker {
         let Some(results) = results else {
             // A panic while delivering is a bug: the events become dead letters
             // rather than block the queue.
-            self.limiter.finish(Signal::Ok, now);
+            self.limiter.finish_n(slots, Signal::Ok, now);
             tracing::error!(destination = %self.dest.id, records = positions.len(), "internal error while delivering; events go to dead letters");
             for (key, _) in &positions {
                 if let Some(p) = self.window.get_mut(key) {
@@ -578,7 +614,7 @@ impl Worker {
                 };
             }
         }
-        self.limiter.finish(signal, now);
+        self.limiter.finish_n(slots, signal, now);
         let mut keys = Vec::with_capacity(positions.len());
         for ((item, result), (key, position)) in results.into_iter().zip(positions) {
             keys.push(key);
