@@ -811,17 +811,18 @@ fn tail(text: &str, n: usize) -> String {
 // 5. Throughput
 // ---------------------------------------------------------------------------
 
-const TP_EVENTS: usize = 60_000;
-const TP_BATCH: usize = 100;
+const TP_EVENTS: usize = 12_000;
+const TP_BATCH: usize = 50;
 const TP_CLIENTS: usize = 8;
-/// Delivery of everything must end this soon after the mock starts answering.
-const TP_BOUND: Duration = Duration::from_secs(5);
+/// How long the test waits for delivery after the mock starts answering.
+const TP_BOUND: Duration = Duration::from_secs(20);
 
-/// 200 ms per answer, `concurrency = 16`, `batch_size = 1000`: 60,000 events
-/// posted by 8 clients in batches of 100 as fast as they are accepted (the mock
+/// 200 ms per answer, `concurrency = 16`, `batch_size = 50`: 12,000 events
+/// posted by 8 clients in batches of 50 as fast as they are accepted (the mock
 /// holds its answers meanwhile, so what follows measures delivery alone); once
-/// it answers, all are delivered within 5 s, where one request in flight would
-/// need at least 60 x 200 ms = 12 s.
+/// it answers, all are delivered in under a quarter of the 240 x 200 ms = 48 s
+/// that one request in flight needs. Many small requests make latency, not the
+/// debug build's transform CPU, what bounds one request at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixpanel_latency_does_not_cap_throughput() {
     let _serial = SERIAL.lock().await;
@@ -835,7 +836,7 @@ async fn mixpanel_latency_does_not_cap_throughput() {
         "shutdown_timeout = \"2s\"",
         "request_timeout = \"30s\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nconcurrency = 16",
         "linger = \"20ms\"",
-        &[destination("main", &["wk-tp"], &mock, "")],
+        &[destination("main", &["wk-tp"], &mock, "batch_size = 50")],
     );
     let mut server = ServerProcess::start(&cfg).await;
     let batches: Vec<Batch> = (0..TP_EVENTS / TP_BATCH)
@@ -856,7 +857,7 @@ async fn mixpanel_latency_does_not_cap_throughput() {
 
     let released = Instant::now();
     mock.hold(false);
-    let deadline = released + TP_BOUND * 4;
+    let deadline = released + TP_BOUND;
     while mock.accepted_unique() < TP_EVENTS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -878,21 +879,20 @@ async fn mixpanel_latency_does_not_cap_throughput() {
         (TP_EVENTS - missing) as f64 / drain.as_secs_f64(),
     );
     let (status, _) = server.terminate(Duration::from_secs(10)).await;
-    assert_eq!(missing, 0, "not all delivered within {:?}", TP_BOUND * 4);
+    assert_eq!(missing, 0, "not all delivered within {TP_BOUND:?}");
     assert!(
         max_in_flight <= 16,
         "{max_in_flight} requests in flight at once with delivery.concurrency = 16 (a maximum)"
     );
-    // One request in flight cannot beat `serial`; the test binary is a debug
-    // build, whose transform CPU (not latency) bounds the rest.
     assert!(
-        drain < serial * 3 / 4,
+        max_in_flight >= 4,
+        "at most {max_in_flight} requests in flight at once: delivery is not concurrent"
+    );
+    // One request in flight cannot beat `serial`.
+    assert!(
+        drain < serial / 4,
         "delivering {TP_EVENTS} events took {drain:?} after the last accept (one request at a time needs \
          {serial:?} of latency alone; max in flight {max_in_flight}): latency caps throughput"
-    );
-    assert!(
-        drain < serial / 2,
-        "{drain:?} for {imports} requests of {latency:?}: not much better than one request in flight ({serial:?})"
     );
     assert!(status.success(), "{status}");
 }

@@ -109,6 +109,19 @@ pub fn journal_reserve(max_bytes: u64) -> u64 {
     (max_bytes / 16).clamp(4 * 1024, 16 * 1024 * 1024).min(max_bytes / 2)
 }
 
+/// What queued events may use of `max_bytes`: the limit less the journal's reserve.
+pub fn queue_limit(max_bytes: u64) -> u64 {
+    max_bytes - journal_reserve(max_bytes)
+}
+
+/// The message of a refused append.
+fn full_message(on_disk: u64, max_bytes: u64) -> String {
+    format!(
+        "{on_disk} bytes on disk, limit {max_bytes} bytes ({} kept free for the ack journal)",
+        journal_reserve(max_bytes)
+    )
+}
+
 /// Size at which a destination's log starts a new segment, for a spool of at
 /// most `max_bytes`: `max_bytes / 32`, between 64 KiB and 32 MiB.
 pub fn segment_bytes(max_bytes: u64) -> u64 {
@@ -435,12 +448,12 @@ impl Spool {
             return true;
         }
         let bytes = self.bytes();
-        let max = self.inner.limits.max_bytes;
-        if bytes >= max {
+        let usable = queue_limit(self.inner.limits.max_bytes);
+        if bytes >= usable {
             return true;
         }
         if self.inner.refusing.load(Ordering::Relaxed) {
-            if bytes < max / 10 * 9 {
+            if bytes < usable / 10 * 9 {
                 self.inner.refusing.store(false, Ordering::Relaxed);
                 return false;
             }
@@ -459,9 +472,9 @@ impl Spool {
         let size = encoded_size(&events);
         let bytes = self.bytes();
         let max = self.inner.limits.max_bytes;
-        if !events.is_empty() && bytes.saturating_add(size).saturating_add(journal_reserve(max)) > max {
+        if !events.is_empty() && bytes.saturating_add(size) > queue_limit(max) {
             self.inner.refusing.store(true, Ordering::Relaxed);
-            return Err(SpoolError::Full(format!("{bytes} bytes on disk, limit {max} bytes")));
+            return Err(SpoolError::Full(full_message(bytes, max)));
         }
         self.submit(Op::Append(events)).await.map(|_| ())
     }

@@ -153,14 +153,16 @@ fn append_read_ack_survive_reopen() {
 
 #[test]
 fn size_limit_refuses_appends() {
-    // One 8-byte event is a 24-byte record.
-    let (_dir, rt, spool) = open_small(40, 10);
+    // One 8-byte event is a 24-byte record; half of a small limit is kept for
+    // the journal, so 40 of the 80 bytes are for events.
+    let (_dir, rt, spool) = open_small(80, 10);
+    assert_eq!(queue_limit(80), 40);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 8])])).unwrap();
     let e = rt
         .block_on(spool.append(vec![("a".into(), vec![b'x'; 8])]))
         .unwrap_err();
     assert!(
-        matches!(e, SpoolError::Full(ref m) if m.contains("24 bytes on disk, limit 40 bytes")),
+        matches!(e, SpoolError::Full(ref m) if m.contains("24 bytes on disk, limit 80 bytes (40 kept free for the ack journal)")),
         "{e}"
     );
     assert!(!spool.is_full());
@@ -169,7 +171,8 @@ fn size_limit_refuses_appends() {
 
 #[test]
 fn a_refused_append_fails_readiness_until_the_spool_drains() {
-    let (dir, rt, spool) = open_small(100, 10);
+    // 100 of the 200 bytes are for events, 100 for the journal.
+    let (dir, rt, spool) = open_small(200, 10);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 76])])).unwrap();
     assert_eq!(spool.bytes(), 92);
     assert!(!spool.is_full(), "92 of 100 bytes, nothing refused yet");
@@ -184,7 +187,8 @@ fn a_refused_append_fails_readiness_until_the_spool_drains() {
 
 #[test]
 fn concurrent_appends_cannot_pass_the_limit() {
-    let (_dir, rt, spool) = open_small(100, 10);
+    // 100 of the 200 bytes are for events.
+    let (_dir, rt, spool) = open_small(200, 10);
     let results = rt.block_on(async {
         let a = spool.append(vec![("a".into(), vec![b'x'; 60])]);
         let b = spool.append(vec![("a".into(), vec![b'y'; 60])]);

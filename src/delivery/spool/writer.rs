@@ -626,11 +626,9 @@ impl Writer {
                         continue;
                     }
                     let on_disk = self.totals.bytes + st.bytes;
-                    if on_disk.saturating_add(size).saturating_add(super::journal_reserve(max)) > max {
+                    if on_disk.saturating_add(size) > super::queue_limit(max) {
                         self.inner.refusing.store(true, Ordering::Relaxed);
-                        results[i] = Some(Err(SpoolError::Full(format!(
-                            "{on_disk} bytes on disk, limit {max} bytes"
-                        ))));
+                        results[i] = Some(Err(SpoolError::Full(super::full_message(on_disk, max))));
                         continue;
                     }
                     match self.stage(events.iter().map(|(d, e)| (d.as_str(), e.as_slice())), &mut st) {
