@@ -158,6 +158,8 @@ pub fn run_destination(
             let body = match r.request.body {
                 Body::Json(events) => Value::Array(events),
                 Body::Form(data) => json!({ "data": data }),
+                ref packed @ Body::Packed { form: false, .. } => packed.to_value(),
+                ref packed @ Body::Packed { form: true, .. } => json!({ "data": packed.to_value() }),
             };
             json!({
                 "subscription": subscription_name(r.subscription),

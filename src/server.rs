@@ -54,6 +54,7 @@ pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
         spool,
         metrics: crate::telemetry::install_prometheus(),
         ready: Arc::new(AtomicBool::new(false)),
+        ingest_cpu: Arc::new(tokio::sync::Semaphore::new(ingest::ingest_parallelism())),
     })
 }
 

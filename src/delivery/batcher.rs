@@ -10,12 +10,9 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use super::Item;
 use crate::config::DestinationConfig;
-use crate::mixpanel::api::{self, Endpoint, Request};
-use crate::mixpanel::limits::check_import_event;
+use crate::mixpanel::api::{self, Body, Endpoint, Request};
 use crate::mixpanel::Settings;
 
 /// Most records per `/track` request.
@@ -25,20 +22,17 @@ pub const MAX_ENGAGE_BATCH: usize = 2000;
 /// Most updates per `/groups` request.
 pub const MAX_GROUPS_BATCH: usize = 200;
 
-/// Records that break Mixpanel's limits are taken out with the reason; the rest
-/// keep their positions.
+/// Records that break Mixpanel's limits (found when they were packed) are
+/// taken out with the reason; the rest keep their positions.
 #[allow(clippy::type_complexity)]
-pub fn check_limits(items: Vec<Item>, now_ms: i64) -> (Vec<(usize, Item)>, Vec<(usize, Item, String)>) {
+pub fn check_limits(items: Vec<Item>) -> (Vec<(usize, Item)>, Vec<(usize, Item, String)>) {
     let mut ok = Vec::with_capacity(items.len());
     let mut refused = Vec::new();
     for (pos, item) in items.into_iter().enumerate() {
-        if item.record.endpoint == Endpoint::Import {
-            if let Err(reason) = check_import_event(&item.record.data, now_ms) {
-                refused.push((pos, item, reason));
-                continue;
-            }
+        match item.record.refusal.clone() {
+            Some(reason) => refused.push((pos, item, reason)),
+            None => ok.push((pos, item)),
         }
-        ok.push((pos, item));
     }
     (ok, refused)
 }
@@ -117,7 +111,7 @@ fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
         let mut bytes = 2usize;
         for (pos, item) in list {
             let size = if endpoint == Endpoint::Import {
-                json_size(&item.record.data) + 1
+                item.record.json.len() + 1
             } else {
                 0
             };
@@ -141,33 +135,12 @@ fn batches(dest: &DestinationConfig, items: Vec<(usize, Item)>) -> Vec<Batch> {
     out
 }
 
-/// The serialized size of a value, without building the bytes.
-fn json_size(value: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
-
-/// The request for one batch.
+/// The request for one batch: the packed records, not serialized again.
 pub fn build_request(settings: &Settings, endpoint: Endpoint, items: &[(usize, Item)]) -> Request {
-    let mut records: Vec<Value> = items.iter().map(|(_, i)| i.record.data.clone()).collect();
+    let records = items.iter().map(|(_, i)| i.record.json.clone()).collect();
     match endpoint {
-        Endpoint::Import => api::import_request(settings, records),
-        _ if records.len() == 1 => {
-            let one = records.pop().unwrap_or(Value::Null);
-            api::form_request(settings, endpoint, one, true)
-        }
-        _ => api::form_request(settings, endpoint, Value::Array(records), true),
+        Endpoint::Import => api::import_request_with(settings, Body::Packed { form: false, records }),
+        _ => api::form_request_with(settings, endpoint, Body::Packed { form: true, records }, true),
     }
 }
 
@@ -191,14 +164,15 @@ mod tests {
     }
 
     fn item(event: usize, endpoint: Endpoint) -> Item {
-        Item {
+        Item::new(
             event,
-            subscription: 0,
-            record: Record {
+            0,
+            Record {
                 endpoint,
                 data: json!({"e": event}),
             },
-        }
+            0,
+        )
     }
 
     fn positioned(items: Vec<Item>) -> Vec<(usize, Item)> {
@@ -263,35 +237,46 @@ mod tests {
     fn lone_form_record_is_an_object_several_an_array() {
         let s = Settings::new("tok");
         let one = build_request(&s, Endpoint::Engage, &positioned(vec![item(0, Endpoint::Engage)]));
-        assert_eq!(one.body, api::Body::Form(json!({"e": 0})));
+        assert_eq!(one.body.to_value(), json!({"e": 0}));
+        assert_eq!(one.body.encode(), api::Body::Form(json!({"e": 0})).encode());
         assert_eq!(one.url, "https://api.mixpanel.com/engage?verbose=1");
         let two = build_request(
             &s,
             Endpoint::Engage,
             &positioned(vec![item(0, Endpoint::Engage), item(1, Endpoint::Engage)]),
         );
-        assert_eq!(two.body, api::Body::Form(json!([{"e": 0}, {"e": 1}])));
+        assert_eq!(two.body.to_value(), json!([{"e": 0}, {"e": 1}]));
+        assert_eq!(two.body.encode(), api::Body::Form(json!([{"e": 0}, {"e": 1}])).encode());
+        let import = build_request(
+            &s,
+            Endpoint::Import,
+            &positioned(vec![item(0, Endpoint::Import), item(1, Endpoint::Import)]),
+        );
+        assert_eq!(import.body.encode(), br#"[{"e":0},{"e":1}]"#.to_vec());
+        assert_eq!(import.body.content_type(), api::CONTENT_TYPE_JSON);
     }
 
     #[test]
     fn limits_take_out_bad_records() {
-        let bad = Item {
-            event: 0,
-            subscription: 0,
-            record: Record {
+        let bad = Item::new(
+            0,
+            0,
+            Record {
                 endpoint: Endpoint::Import,
                 data: json!({"event": "E", "properties": {"distinct_id": "null"}}),
             },
-        };
-        let good = Item {
-            event: 1,
-            subscription: 0,
-            record: Record {
+            0,
+        );
+        let good = Item::new(
+            1,
+            0,
+            Record {
                 endpoint: Endpoint::Import,
                 data: json!({"event": "E", "properties": {"distinct_id": "u"}}),
             },
-        };
-        let (ok, refused) = check_limits(vec![bad, good], 0);
+            0,
+        );
+        let (ok, refused) = check_limits(vec![bad, good]);
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].0, 1);
         assert_eq!(refused[0].0, 0);

@@ -24,36 +24,37 @@ use crate::mixpanel::api::Endpoint;
 /// record decides; an event with only `/track` records is keyed by their
 /// `distinct_id` (`$identified_id` for `$identify`).
 pub fn profile_key<'a>(records: impl Iterator<Item = &'a Item> + Clone) -> Option<u64> {
-    let mut any_ordered = false;
-    let mut track_key: Option<u64> = None;
+    let mut track_key: Option<Option<u64>> = None;
     for item in records {
-        let data = &item.record.data;
         match item.record.endpoint {
             Endpoint::Import => {}
-            Endpoint::Engage => return Some(hash(&["engage", text(data.get("$distinct_id"))])),
-            Endpoint::Groups => {
-                return Some(hash(&[
-                    "groups",
-                    text(data.get("$group_key")),
-                    text(data.get("$group_id")),
-                ]))
-            }
+            Endpoint::Engage | Endpoint::Groups => return item.record.profile,
             Endpoint::Track => {
-                any_ordered = true;
-                if track_key.is_none() {
-                    let props = data.get("properties");
-                    let id = props
-                        .and_then(|p| p.get("distinct_id"))
-                        .or_else(|| props.and_then(|p| p.get("$identified_id")));
-                    track_key = Some(hash(&["engage", text(id)]));
-                }
+                track_key.get_or_insert(item.record.profile);
             }
         }
     }
-    if any_ordered {
-        track_key
-    } else {
-        None
+    track_key.flatten()
+}
+
+/// The profile or group one record updates, as a hash (see [`profile_key`]);
+/// `None` for `/import` events.
+pub fn record_key(endpoint: Endpoint, data: &Value) -> Option<u64> {
+    match endpoint {
+        Endpoint::Import => None,
+        Endpoint::Engage => Some(hash(&["engage", text(data.get("$distinct_id"))])),
+        Endpoint::Groups => Some(hash(&[
+            "groups",
+            text(data.get("$group_key")),
+            text(data.get("$group_id")),
+        ])),
+        Endpoint::Track => {
+            let props = data.get("properties");
+            let id = props
+                .and_then(|p| p.get("distinct_id"))
+                .or_else(|| props.and_then(|p| p.get("$identified_id")));
+            Some(hash(&["engage", text(id)]))
+        }
     }
 }
 
@@ -108,11 +109,7 @@ mod tests {
     use serde_json::json;
 
     fn item(endpoint: Endpoint, data: Value) -> Item {
-        Item {
-            event: 0,
-            subscription: 0,
-            record: Record { endpoint, data },
-        }
+        Item::new(0, 0, Record { endpoint, data }, 0)
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod worker;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 // Tokio's clock: the retry schedule can be tested on paused time.
@@ -31,6 +32,7 @@ use crate::config::DestinationConfig;
 use crate::mixpanel::actions::Record;
 use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::client::{Client, Wire};
+use crate::mixpanel::limits::check_import_event;
 
 /// Batches at least this large are encoded on the blocking pool.
 const ENCODE_OFF_THREAD_RECORDS: usize = 64;
@@ -45,7 +47,55 @@ pub struct Item {
     pub event: usize,
     /// Index of the subscription in the destination.
     pub subscription: usize,
-    pub record: Record,
+    pub record: Packed,
+}
+
+impl Item {
+    /// Packs `record` (see [`Packed::new`]).
+    pub fn new(event: usize, subscription: usize, record: Record, now_ms: i64) -> Item {
+        Item {
+            event,
+            subscription,
+            record: Packed::new(record, now_ms),
+        }
+    }
+}
+
+/// A record serialized once, as it goes on the wire, with what delivery needs
+/// to know of its content: a queued record costs its JSON text in memory (not
+/// a tree of values), and a retry sends the same bytes without serializing
+/// again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packed {
+    pub endpoint: Endpoint,
+    /// Compact JSON of the record.
+    pub json: Arc<str>,
+    /// Mixpanel's limits refuse it (checked when packed): the reason.
+    pub refusal: Option<String>,
+    /// The profile or group it updates, for the lanes ([`lanes::record_key`]).
+    pub profile: Option<u64>,
+}
+
+impl Packed {
+    /// Serializes `record`; an `/import` event is checked against Mixpanel's
+    /// limits at `now_ms`.
+    pub fn new(record: Record, now_ms: i64) -> Packed {
+        let refusal = match record.endpoint {
+            Endpoint::Import => check_import_event(&record.data, now_ms).err(),
+            _ => None,
+        };
+        Packed {
+            endpoint: record.endpoint,
+            profile: lanes::record_key(record.endpoint, &record.data),
+            refusal,
+            json: Arc::from(serde_json::to_string(&record.data).unwrap_or_default()),
+        }
+    }
+
+    /// The record as a value, for people to read (results, dead letters).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
 }
 
 /// What became of one record.
@@ -99,10 +149,10 @@ impl Deliverer {
     }
 
     /// Delivers `items` to `dest`; one result per item, in the order given.
-    pub async fn deliver(&self, dest: &DestinationConfig, items: Vec<Item>, now_ms: i64) -> Results {
+    pub async fn deliver(&self, dest: &DestinationConfig, items: Vec<Item>) -> Results {
         let count = items.len();
         let mut results: Vec<Option<(Item, ItemResult)>> = vec![None; count];
-        let (checked, refused) = batcher::check_limits(items, now_ms);
+        let (checked, refused) = batcher::check_limits(items);
         for (pos, item, message) in refused {
             if let Some(slot) = results.get_mut(pos) {
                 *slot = Some((
@@ -173,10 +223,7 @@ impl Deliverer {
             }
             let request = batcher::build_request(&dest.destination.settings, endpoint, &items);
             if dest.dry_run {
-                let shown = match &request.body {
-                    crate::mixpanel::api::Body::Json(events) => Value::Array(events.clone()),
-                    crate::mixpanel::api::Body::Form(data) => data.clone(),
-                };
+                let shown = request.body.to_value();
                 tracing::info!(destination = %dest.id, url = %request.url, body = %shown, "dry run: would send");
                 return all(items, |_| ItemResult::Delivered {
                     status: 200,
@@ -392,12 +439,8 @@ mod tests {
             endpoint: Endpoint::Import,
             data: json!({"event": "E", "properties": {"distinct_id": "u", "time": 1_700_000_000_000_i64}}),
         };
-        let items = vec![Item {
-            event: 0,
-            subscription: 0,
-            record,
-        }];
-        let results = deliverer.deliver(&dest, items, 1_700_000_000_000).await;
+        let items = vec![Item::new(0, 0, record, 1_700_000_000_000)];
+        let results = deliverer.deliver(&dest, items).await;
         assert!(matches!(results[0].1, ItemResult::Failed { .. }));
         let times = seen.lock().unwrap().clone();
         let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();

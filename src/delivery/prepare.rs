@@ -142,14 +142,7 @@ pub fn prepare(
                         if done.contains(&this) {
                             continue;
                         }
-                        p.records.push((
-                            this,
-                            Item {
-                                event: 0,
-                                subscription: sub.subscription,
-                                record,
-                            },
-                        ));
+                        p.records.push((this, Item::new(0, sub.subscription, record, now_ms)));
                     }
                 }
                 EventResult::Failed { status, message } => {

@@ -21,7 +21,10 @@
 //! - failing for longer than `max_age` (counted from acceptance): dead letter,
 //!   reason `expired`.
 //!
-//! A `429` or `Retry-After` pauses the whole destination, every lane.
+//! A `429` or `Retry-After` pauses the whole destination, every lane; an event
+//! that was only throttled comes back when the pause ends (the pause, not the
+//! event, backs off), so throttled events do not sit out growing backoffs while
+//! Mixpanel has room again.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -141,6 +144,8 @@ enum Done {
 #[derive(Default)]
 struct Tally {
     failed: bool,
+    /// A failure other than a throttle (429, `Retry-After`).
+    hard_failure: bool,
     retry_after: Option<Duration>,
     last_error: String,
     delivered: Vec<u32>,
@@ -226,7 +231,7 @@ impl Worker {
             next_lane: 0,
             prefer_import: false,
             waiting: BTreeSet::new(),
-            limiter: Limiter::new(concurrency, Duration::from_secs(1)),
+            limiter: Limiter::new(concurrency, Duration::from_secs(1), settings.backoff.max),
             tasks: JoinSet::new(),
             acks: Vec::new(),
             deads: Vec::new(),
@@ -558,7 +563,7 @@ impl Worker {
         let deliverer = self.deliverer.clone();
         let dest = self.dest.clone();
         self.tasks.spawn(async move {
-            let sent = std::panic::AssertUnwindSafe(deliverer.deliver(&dest, items, now_ms()))
+            let sent = std::panic::AssertUnwindSafe(deliverer.deliver(&dest, items))
                 .catch_unwind()
                 .await;
             Done::Sent {
@@ -606,10 +611,10 @@ impl Worker {
         let mut signal = Signal::Ok;
         for (_, result) in &results {
             if let ItemResult::Failed { message, retry_after } = result {
-                let throttled = retry_after.is_some() || message.starts_with("HTTP 429");
-                signal = match (signal, throttled) {
-                    (Signal::Throttled(a), _) => Signal::Throttled(a.max(retry_after.unwrap_or_default())),
-                    (_, true) => Signal::Throttled(retry_after.unwrap_or(self.settings.backoff.initial)),
+                signal = match (signal, throttled(message, *retry_after)) {
+                    (Signal::Throttled(a), true) => Signal::Throttled(a.max(*retry_after)),
+                    (Signal::Throttled(a), false) => Signal::Throttled(a),
+                    (_, true) => Signal::Throttled(*retry_after),
                     (_, false) => Signal::Overloaded,
                 };
             }
@@ -637,12 +642,13 @@ impl Worker {
                         .map(|s| s.name.clone());
                     let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
                     let mut letter = prepare::dead(&self.dest, sub_name, "rejected", Some(status), message, event);
-                    letter.request = Some(crate::mixpanel::api::redact_tokens(item.record.data));
+                    letter.request = Some(crate::mixpanel::api::redact_tokens(item.record.to_value()));
                     letter.response = Some(serde_json::json!({"status": status, "body": answer}));
                     p.tally.dead.push(letter);
                 }
                 ItemResult::Failed { message, retry_after } => {
                     p.tally.failed = true;
+                    p.tally.hard_failure |= !throttled(&message, retry_after);
                     p.tally.retry_after = p.tally.retry_after.max(retry_after);
                     p.tally.last_error = message;
                     p.records.push((position, item));
@@ -719,16 +725,26 @@ impl Worker {
                 .push((p.id, prepare::dead(&self.dest, None, "expired", None, message, event)));
             return;
         }
-        let delay = self
-            .settings
-            .backoff
-            .delay(st.attempts.saturating_sub(1), jitter, p.tally.retry_after);
+        let delay = if p.tally.hard_failure {
+            self.settings
+                .backoff
+                .delay(st.attempts.saturating_sub(1), jitter, p.tally.retry_after)
+        } else {
+            // Only throttled: the destination's pause is the backoff (it grows
+            // while the throttles go on); the event comes back when it ends.
+            let pause = self
+                .limiter
+                .paused_until(Instant::now())
+                .map_or(Duration::ZERO, |at| at - Instant::now());
+            pause.max(p.tally.retry_after.unwrap_or_default()) + Duration::from_millis((jitter * 50.0) as u64)
+        };
         st.next_attempt_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         p.next_attempt_ms = st.next_attempt_ms;
         self.retries.push((p.id, st.clone()));
         p.state = Some(st);
         // Rejections of this event so far stay in its tally for the dead letter.
         p.tally.failed = false;
+        p.tally.hard_failure = false;
         p.tally.retry_after = None;
         if p.lane.is_none() {
             self.waiting.insert((p.next_attempt_ms, key));
@@ -790,6 +806,11 @@ impl Worker {
         }
         wake.max(now + Duration::from_millis(1))
     }
+}
+
+/// Whether a failure is Mixpanel asking to slow down (a 429 or a `Retry-After`).
+fn throttled(message: &str, retry_after: Option<Duration>) -> bool {
+    retry_after.is_some() || message.starts_with("HTTP 429")
 }
 
 async fn submit(spool: &Spool, op: Op) {

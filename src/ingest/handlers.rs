@@ -56,15 +56,20 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let raw = read_body(state, body).await?;
+    let limits = &state.config.limits;
+    parse_json(headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
     let limits = &state.config.limits;
     // The raw body may not exceed the decompressed limit either.
-    let raw = to_bytes(body, limits.max_request_bytes).await.map_err(|_| {
+    to_bytes(body, limits.max_request_bytes).await.map_err(|_| {
         ApiError::too_large(format!(
             "request body exceeds the limit of {} bytes",
             limits.max_request_bytes
         ))
-    })?;
-    parse_json(headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)
+    })
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -97,7 +102,18 @@ pub async fn segment_api(
     body: Body,
 ) -> Result<Response, ApiError> {
     let route = RouteKind::parse(&kind).ok_or_else(|| ApiError::not_found(format!("no route for /v1/{kind}")))?;
-    let value = read_json(&state, &headers, body).await?;
+    let raw = read_body(&state, body).await?;
+    // In spool mode the CPU work of ingest (parse, validate, enrich,
+    // serialize) holds a permit, so senders posting flat out leave the delivery
+    // workers their share of the CPU. Reading the body holds none, so a slow
+    // sender holds none. Direct mode delivers in the request: no permit.
+    let permit = match state.spool {
+        Some(_) => state.ingest_cpu.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let limits = &state.config.limits;
+    let value = parse_json(&headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)?;
+    drop(raw);
     let key = events::write_key(authorization(&headers), &value).ok_or_else(|| {
         ApiError::unauthorized("missing write key: send it as the Basic auth user name or as \"writeKey\"")
     })?;
@@ -111,6 +127,7 @@ pub async fn segment_api(
         return Err(ApiError::unauthorized("unknown write key"));
     }
     let extracted = events::extract_serialized(route, value, event_limits(&state), Utc::now())?;
+    drop(permit);
     if let Some(spool) = &state.spool {
         return accept_into_spool(spool, &destinations, extracted.serialized).await;
     }
@@ -237,7 +254,7 @@ fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usiz
     }
     let mut sent = Vec::new();
     for (item, result) in report.delivered.iter().filter(|(i, _)| i.event == event) {
-        let shown = redact_tokens(item.record.data.clone());
+        let shown = redact_tokens(item.record.to_value());
         sent.push(shown.clone());
         let entry = match result {
             ItemResult::Delivered { status, body } => {

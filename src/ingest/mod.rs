@@ -36,6 +36,15 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// False until listening, and again once shutdown starts.
     pub ready: Arc<AtomicBool>,
+    /// Permits to parse and validate request bodies: half the cores, so
+    /// senders posting flat out leave the delivery workers their share of the
+    /// CPU (the spool absorbs what they cannot deliver yet).
+    pub ingest_cpu: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many request bodies are parsed at once: half the cores, at least one.
+pub fn ingest_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
 
 impl std::fmt::Debug for AppState {

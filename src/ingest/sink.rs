@@ -85,11 +85,11 @@ pub async fn deliver(
         for (event, result) in sub.events {
             match result {
                 EventResult::Records(records) => {
-                    items.extend(records.into_iter().map(|record| Item {
-                        event,
-                        subscription: sub.subscription,
-                        record,
-                    }));
+                    items.extend(
+                        records
+                            .into_iter()
+                            .map(|record| Item::new(event, sub.subscription, record, now_ms)),
+                    );
                 }
                 EventResult::Failed { status, message } => {
                     refused.push(MappingFailure {
@@ -107,7 +107,7 @@ pub async fn deliver(
     let delivered = if items.is_empty() {
         Vec::new()
     } else {
-        deliverer.deliver(dest, items, now_ms).await
+        deliverer.deliver(dest, items).await
     };
     DestinationReport { delivered, refused }
 }

@@ -5,6 +5,8 @@
 //! - `/track`, `/engage`, `/groups`: a form body `data=<json>` (the token is inside
 //!   the JSON, no auth header). Mixpanel accepts one object or an array of objects.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -51,6 +53,34 @@ pub enum Body {
     Json(Vec<Value>),
     /// `/track`, `/engage`, `/groups`: `data=<compact JSON of this value>`.
     Form(Value),
+    /// Records already serialized as compact JSON (delivery serializes each
+    /// record once): a JSON array of them, or with `form`, `data=` and one
+    /// object (a lone record) or an array.
+    Packed { form: bool, records: Vec<Arc<str>> },
+}
+
+/// The JSON text of packed records: a lone form record as itself, else an array.
+fn packed_json(form: bool, records: &[Arc<str>]) -> String {
+    if let (true, [one]) = (form, records) {
+        return one.to_string();
+    }
+    let mut out = String::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r);
+    }
+    out.push(']');
+    out
+}
+
+fn form_body(json: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(json.len() + 16);
+    out.push_str("data=");
+    out.extend(form_urlencoded::byte_serialize(json.as_bytes()));
+    out.into_bytes()
 }
 
 impl Body {
@@ -58,20 +88,25 @@ impl Body {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Body::Json(events) => serde_json::to_vec(events).unwrap_or_default(),
-            Body::Form(data) => {
-                let json = serde_json::to_string(data).unwrap_or_default();
-                let mut out = String::with_capacity(json.len() + 16);
-                out.push_str("data=");
-                out.extend(form_urlencoded::byte_serialize(json.as_bytes()));
-                out.into_bytes()
-            }
+            Body::Form(data) => form_body(&serde_json::to_string(data).unwrap_or_default()),
+            Body::Packed { form: false, records } => packed_json(false, records).into_bytes(),
+            Body::Packed { form: true, records } => form_body(&packed_json(true, records)),
+        }
+    }
+
+    /// The body's JSON as a value, for people to read (`data`'s value for a form).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Body::Json(events) => Value::Array(events.clone()),
+            Body::Form(data) => data.clone(),
+            Body::Packed { form, records } => serde_json::from_str(&packed_json(*form, records)).unwrap_or(Value::Null),
         }
     }
 
     pub fn content_type(&self) -> &'static str {
         match self {
-            Body::Json(_) => CONTENT_TYPE_JSON,
-            Body::Form(_) => CONTENT_TYPE_FORM,
+            Body::Json(_) | Body::Packed { form: false, .. } => CONTENT_TYPE_JSON,
+            Body::Form(_) | Body::Packed { form: true, .. } => CONTENT_TYPE_FORM,
         }
     }
 
@@ -81,6 +116,7 @@ impl Body {
             Body::Json(events) => events.len(),
             Body::Form(Value::Array(items)) => items.len(),
             Body::Form(_) => 1,
+            Body::Packed { records, .. } => records.len(),
         }
     }
 
@@ -124,6 +160,11 @@ pub fn import_authorization(settings: &Settings) -> String {
 
 /// Builds the `/import` request for `events`.
 pub fn import_request(settings: &Settings, events: Vec<Value>) -> Request {
+    import_request_with(settings, Body::Json(events))
+}
+
+/// Builds the `/import` request with `body` (a JSON array).
+pub fn import_request_with(settings: &Settings, body: Body) -> Request {
     let strict = if settings.strict_mode { "1" } else { "0" };
     let mut url = format!("{}/import?strict={strict}", settings.base_url());
     if let ImportAuth::ServiceAccount { project_id, .. } = &settings.import_auth {
@@ -137,13 +178,18 @@ pub fn import_request(settings: &Settings, events: Vec<Value>) -> Request {
             ("authorization", import_authorization(settings)),
             ("content-type", CONTENT_TYPE_JSON.to_owned()),
         ],
-        body: Body::Json(events),
+        body,
     }
 }
 
 /// Builds a `/track`, `/engage` or `/groups` request with a form body.
 /// `verbose` adds `?verbose=1` so Mixpanel explains failures.
 pub fn form_request(settings: &Settings, endpoint: Endpoint, data: Value, verbose: bool) -> Request {
+    form_request_with(settings, endpoint, Body::Form(data), verbose)
+}
+
+/// Builds a `/track`, `/engage` or `/groups` request with `body` (a form).
+pub fn form_request_with(settings: &Settings, endpoint: Endpoint, body: Body, verbose: bool) -> Request {
     let mut url = format!("{}{}", settings.base_url(), endpoint.path());
     if verbose {
         url.push_str("?verbose=1");
@@ -152,7 +198,7 @@ pub fn form_request(settings: &Settings, endpoint: Endpoint, data: Value, verbos
         endpoint,
         url,
         headers: vec![("content-type", CONTENT_TYPE_FORM.to_owned())],
-        body: Body::Form(data),
+        body,
     }
 }
 
