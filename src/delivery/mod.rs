@@ -114,6 +114,8 @@ pub enum ItemResult {
     Failed {
         message: String,
         retry_after: Option<Duration>,
+        /// Mixpanel asked to slow down (a 429 or a `Retry-After`).
+        throttled: bool,
     },
 }
 
@@ -149,7 +151,11 @@ impl Deliverer {
     }
 
     /// Delivers `items` to `dest`; one result per item, in the order given.
-    pub async fn deliver(&self, dest: &DestinationConfig, items: Vec<Item>) -> Results {
+    ///
+    /// `ordered` (a lane round: later events may update the profile of an
+    /// earlier one): once a record fails for now, no later phase is sent, so no
+    /// update overtakes the one that is retried.
+    pub async fn deliver(&self, dest: &DestinationConfig, items: Vec<Item>, ordered: bool) -> Results {
         let count = items.len();
         let mut results: Vec<Option<(Item, ItemResult)>> = vec![None; count];
         let (checked, refused) = batcher::check_limits(items);
@@ -168,17 +174,21 @@ impl Deliverer {
         // Events with a record that was not delivered: their later records are
         // not sent (the reference stops an event at its first failed request).
         let mut stopped: HashMap<usize, ItemResult> = HashMap::new();
+        // Ordered: the first failure for now stops every later phase.
+        let mut round_stopped: Option<ItemResult> = None;
         for phase in batcher::plan(dest, checked) {
             let mut sends = Vec::new();
             for mut batch in phase {
-                batch.items.retain(|(pos, item)| match stopped.get(&item.event) {
-                    Some(earlier) => {
-                        if let Some(slot) = results.get_mut(*pos) {
-                            *slot = Some((item.clone(), skipped(earlier)));
-                        }
-                        false
+                batch.items.retain(|(pos, item)| {
+                    let result = match (stopped.get(&item.event), &round_stopped) {
+                        (Some(earlier), _) => skipped(earlier),
+                        (None, Some(earlier)) => skipped_in_order(earlier),
+                        (None, None) => return true,
+                    };
+                    if let Some(slot) = results.get_mut(*pos) {
+                        *slot = Some((item.clone(), result));
                     }
-                    None => true,
+                    false
                 });
                 sends.push(self.send_batch(dest, batch.endpoint, batch.items));
             }
@@ -186,6 +196,9 @@ impl Deliverer {
                 for (pos, item, result) in batch_results {
                     if !matches!(result, ItemResult::Delivered { .. }) {
                         stopped.entry(item.event).or_insert_with(|| result.clone());
+                    }
+                    if ordered && result.is_failed() && round_stopped.is_none() {
+                        round_stopped = Some(result.clone());
                     }
                     if let Some(slot) = results.get_mut(pos) {
                         *slot = Some((item, result));
@@ -223,7 +236,13 @@ impl Deliverer {
             }
             let request = batcher::build_request(&dest.destination.settings, endpoint, &items);
             if dest.dry_run {
-                let shown = request.body.to_value();
+                // Masked as everywhere people read records: no project token in logs.
+                let shown = match request.body.to_value() {
+                    Value::Array(records) => {
+                        Value::Array(records.into_iter().map(crate::mixpanel::api::redact_tokens).collect())
+                    }
+                    one => crate::mixpanel::api::redact_tokens(one),
+                };
                 tracing::info!(destination = %dest.id, url = %request.url, body = %shown, "dry run: would send");
                 return all(items, |_| ItemResult::Delivered {
                     status: 200,
@@ -309,7 +328,13 @@ impl Deliverer {
                         let mut first = items;
                         let second = first.split_off(first.len() / 2);
                         let mut out = self.send_batch(dest, endpoint, first).await;
-                        out.extend(self.send_batch(dest, endpoint, second).await);
+                        // The second half never overtakes a first half that is
+                        // retried (records of one profile keep their order).
+                        let failed = out.iter().find(|(_, _, r)| r.is_failed()).map(|(_, _, r)| r.clone());
+                        match failed {
+                            Some(earlier) => out.extend(all(second, |_| skipped_in_order(&earlier))),
+                            None => out.extend(self.send_batch(dest, endpoint, second).await),
+                        }
                         return out;
                     }
                     Outcome::Split => {
@@ -324,9 +349,11 @@ impl Deliverer {
                         let delay = self.retry.backoff.delay(attempt, jitter, after);
                         if started.elapsed() + delay > self.retry.budget {
                             tracing::warn!(destination = %dest.id, endpoint = endpoint.name(), attempts = attempt + 1, %reason, "retry budget exhausted");
+                            let throttled = after.is_some() || status == 429;
                             return all(items, |_| ItemResult::Failed {
                                 message: reason.clone(),
                                 retry_after: after,
+                                throttled,
                             });
                         }
                         tokio::time::sleep(delay).await;
@@ -350,9 +377,14 @@ fn answer_body(raw: &[u8]) -> Value {
 /// The result of a record not sent because an earlier record of its event failed.
 fn skipped(earlier: &ItemResult) -> ItemResult {
     match earlier {
-        ItemResult::Failed { message, retry_after } => ItemResult::Failed {
+        ItemResult::Failed {
+            message,
+            retry_after,
+            throttled,
+        } => ItemResult::Failed {
             message: format!("not sent: an earlier request of this event failed ({message})"),
             retry_after: *retry_after,
+            throttled: *throttled,
         },
         ItemResult::Rejected {
             status,
@@ -364,6 +396,23 @@ fn skipped(earlier: &ItemResult) -> ItemResult {
             answer: answer.clone(),
         },
         ItemResult::Delivered { .. } => earlier.clone(),
+    }
+}
+
+/// The result of a record not sent because an earlier record of its lane round
+/// failed for now (it may update the same profile, so it waits its turn).
+fn skipped_in_order(earlier: &ItemResult) -> ItemResult {
+    match earlier {
+        ItemResult::Failed {
+            message,
+            retry_after,
+            throttled,
+        } => ItemResult::Failed {
+            message: format!("not sent: an earlier update of its lane failed ({message})"),
+            retry_after: *retry_after,
+            throttled: *throttled,
+        },
+        other => skipped(other),
     }
 }
 
@@ -410,6 +459,91 @@ mod tests {
         (url, seen)
     }
 
+    /// A lane round: event 0's `$identify` fails for now, so event 1's `$set`
+    /// (the same profile, a later phase) is not sent either; without order,
+    /// it is.
+    #[tokio::test]
+    async fn an_ordered_round_stops_at_its_first_failure() {
+        let engaged = Arc::new(Mutex::new(Vec::<String>::new()));
+        let e = engaged.clone();
+        let app = Router::new()
+            .route(
+                "/track",
+                post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+            )
+            .route(
+                "/engage",
+                post(move |body: String| {
+                    let e = e.clone();
+                    async move {
+                        e.lock().unwrap().push(body);
+                        axum::Json(json!({"status": 1, "error": null}))
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut settings = Settings::new("tok");
+        settings.api_base_url = Some(url);
+        let dest = DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(settings),
+            dry_run: false,
+            batch_size: 10,
+            max_batch_bytes: 1 << 20,
+            gzip: false,
+        };
+        let deliverer = Deliverer::new(
+            Client::new(Duration::from_secs(5)).unwrap(),
+            RetryPolicy {
+                backoff: Backoff {
+                    initial: Duration::from_millis(1),
+                    max: Duration::from_millis(1),
+                },
+                budget: Duration::ZERO,
+            },
+        );
+        let record = |endpoint, data| Record { endpoint, data };
+        let items = || {
+            vec![
+                Item::new(
+                    0,
+                    0,
+                    record(
+                        Endpoint::Track,
+                        json!({"event": "$identify", "properties": {"$identified_id": "u1"}}),
+                    ),
+                    0,
+                ),
+                Item::new(
+                    0,
+                    0,
+                    record(Endpoint::Engage, json!({"$distinct_id": "u1", "$set": {"n": 1}})),
+                    0,
+                ),
+                Item::new(
+                    1,
+                    0,
+                    record(Endpoint::Engage, json!({"$distinct_id": "u1", "$set": {"n": 2}})),
+                    0,
+                ),
+            ]
+        };
+        let ordered = deliverer.deliver(&dest, items(), true).await;
+        assert!(ordered.iter().all(|(_, r)| r.is_failed()), "{ordered:?}");
+        assert!(
+            matches!(&ordered[2].1, ItemResult::Failed { message, .. } if message.contains("earlier update of its lane")),
+            "{ordered:?}"
+        );
+        assert!(engaged.lock().unwrap().is_empty(), "nothing reached /engage");
+        let free = deliverer.deliver(&dest, items(), false).await;
+        assert!(free[1].1.is_failed(), "event 0's own $set waits for its $identify");
+        assert!(matches!(free[2].1, ItemResult::Delivered { .. }), "{free:?}");
+        assert_eq!(engaged.lock().unwrap().len(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_follow_the_backoff_schedule_within_the_budget() {
         let (url, seen) = failing_mixpanel().await;
@@ -440,7 +574,7 @@ mod tests {
             data: json!({"event": "E", "properties": {"distinct_id": "u", "time": 1_700_000_000_000_i64}}),
         };
         let items = vec![Item::new(0, 0, record, 1_700_000_000_000)];
-        let results = deliverer.deliver(&dest, items).await;
+        let results = deliverer.deliver(&dest, items, false).await;
         assert!(matches!(results[0].1, ItemResult::Failed { .. }));
         let times = seen.lock().unwrap().clone();
         let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();

@@ -91,19 +91,32 @@ pub fn prepare(
                 kept.push(entry);
             }
             Err(e) => {
-                let letter = dead(
-                    dest,
-                    None,
-                    "rejected",
-                    None,
-                    format!("unreadable event: {e}"),
-                    Value::Null,
-                );
+                // Kept as text, so the letter shows (and a replay re-queues) it.
+                let text = Value::String(String::from_utf8_lossy(&entry.event).into_owned());
+                let letter = dead(dest, None, "rejected", None, format!("unreadable event: {e}"), text);
                 out.push(Err((entry, letter)));
             }
         }
     }
-    let outcome = dest.destination.process(&events, Mode::Single, now_ms);
+    // A panic in the pipeline is a bug. Its events must not block the queue
+    // forever: they become dead letters with the reason, and the event.
+    let run = std::panic::AssertUnwindSafe(|| dest.destination.process(&events, Mode::Single, now_ms));
+    let outcome = match std::panic::catch_unwind(run) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(destination = %dest.id, events = kept.len(), error = %what, "transform failed; events go to dead letters");
+            let message = format!("internal error while transforming: {what}");
+            for (entry, event) in kept.into_iter().zip(events) {
+                out.push(Err((entry, dead(dest, None, "rejected", None, message.clone(), event))));
+            }
+            return out;
+        }
+    };
     let mut prepared: Vec<Prepared> = kept
         .into_iter()
         .zip(&events)

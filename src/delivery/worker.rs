@@ -60,10 +60,14 @@ pub struct WorkerSettings {
 
 /// Bytes of spooled events held in memory by one worker, at most.
 const MAX_WINDOW_BYTES: usize = 64 << 20;
+/// Lanes per request slot (`delivery.concurrency`).
+const LANES_PER_REQUEST: usize = 4;
 /// A lane with this many events waiting sends without lingering.
 const LANE_FULL_EVENTS: usize = 200;
 /// Bytes asked of the spool per read.
 const READ_BYTES: usize = 8 << 20;
+/// A failed spool read is tried again after this.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Delivers one destination's spooled events until `stop` is cancelled and the
 /// ready events are flushed (or `drain_deadline` passes after `stop`).
@@ -187,6 +191,10 @@ struct Worker {
     cursor: Option<Cursor>,
     /// The last read found nothing new: wait for an append.
     exhausted: bool,
+    /// The last read failed: not again before this.
+    read_again_at: Option<Instant>,
+    /// A spool write failed: the next flush not before this.
+    flush_again_at: Option<Instant>,
     window: HashMap<usize, Pending>,
     window_bytes: usize,
     max_window: usize,
@@ -222,12 +230,16 @@ impl Worker {
             settings,
             cursor: Some(Cursor::default()),
             exhausted: false,
+            read_again_at: None,
+            flush_again_at: None,
             window: HashMap::new(),
             window_bytes: 0,
             max_window,
             next_key: 0,
             imports: VecDeque::new(),
-            lanes: (0..concurrency).map(|_| Lane::default()).collect(),
+            // More lanes than requests: a profile whose updates keep failing
+            // holds up its lane, a small share of the others.
+            lanes: (0..concurrency * LANES_PER_REQUEST).map(|_| Lane::default()).collect(),
             next_lane: 0,
             prefer_import: false,
             waiting: BTreeSet::new(),
@@ -240,10 +252,30 @@ impl Worker {
     }
 
     fn should_read(&self) -> bool {
+        // Events queued behind a lane head that waits for a retry do not hold up
+        // the rest of the destination, up to a second window of them.
+        let active = self.window.len().saturating_sub(self.blocked_events());
         self.cursor.is_some()
             && !self.exhausted
-            && self.window.len() < self.max_window
+            && self.read_again_at.is_none_or(|at| Instant::now() >= at)
+            && active < self.max_window
+            && self.window.len() < self.max_window * 2
             && self.window_bytes < MAX_WINDOW_BYTES
+    }
+
+    /// Events in lanes whose head waits for its next attempt.
+    fn blocked_events(&self) -> usize {
+        let now = now_ms();
+        self.lanes
+            .iter()
+            .filter(|l| {
+                l.queue
+                    .front()
+                    .and_then(|k| self.window.get(k))
+                    .is_some_and(|head| head.state.is_some() && head.next_attempt_ms > now)
+            })
+            .map(|l| l.queue.len())
+            .sum()
     }
 
     /// Reads and prepares the next events in the background.
@@ -255,6 +287,9 @@ impl Worker {
         let max_events = room.min(self.dest.batch_size.max(1));
         let spool = self.spool.clone();
         let dest = self.dest.clone();
+        // A failed read leaves the position where it was: the read is tried
+        // again, and nothing is skipped.
+        let saved = cursor.clone();
         self.tasks.spawn(async move {
             let id = dest.id.clone();
             let read = tokio::task::spawn_blocking(move || {
@@ -262,27 +297,19 @@ impl Worker {
                 (cursor, entries)
             })
             .await;
-            let (cursor, entries) = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    return Done::Read {
-                        cursor: Cursor::default(),
-                        prepared: Vec::new(),
-                        error: Some(format!("spool read task failed: {e}")),
-                    }
-                }
+            let failed = |error: String| Done::Read {
+                cursor: saved.clone(),
+                prepared: Vec::new(),
+                error: Some(error),
             };
-            match entries {
-                Ok(entries) => Done::Read {
+            match read {
+                Ok((cursor, Ok(entries))) => Done::Read {
                     cursor,
                     prepared: prepare::prepare_parallel(&dest, entries, now_ms()).await,
                     error: None,
                 },
-                Err(e) => Done::Read {
-                    cursor,
-                    prepared: Vec::new(),
-                    error: Some(e.to_string()),
-                },
+                Ok((_, Err(e))) => failed(e.to_string()),
+                Err(e) => failed(format!("spool read task failed: {e}")),
             }
         });
     }
@@ -296,11 +323,11 @@ impl Worker {
             }) => {
                 self.cursor = Some(cursor);
                 if let Some(e) = error {
-                    tracing::error!(destination = %self.dest.id, error = %e, "spool read failed");
-                    self.exhausted = true;
-                }
-                if prepared.is_empty() {
-                    self.exhausted = true;
+                    tracing::error!(destination = %self.dest.id, error = %e, "spool read failed; trying again in 1s");
+                    self.read_again_at = Some(Instant::now() + READ_RETRY);
+                } else {
+                    self.read_again_at = None;
+                    self.exhausted = prepared.is_empty();
                 }
                 for p in prepared {
                     self.admit(p);
@@ -455,11 +482,9 @@ impl Worker {
                 (Some(_), true) if self.prefer_import => self.send_imports(),
                 (Some(l), _) => {
                     if !self.send_lane(l, ms) {
-                        if import {
-                            self.send_imports();
-                        } else {
-                            return;
-                        }
+                        // The round waits for enough free slots; imports must not
+                        // take them one by one as they free up, or lanes starve.
+                        return;
                     }
                 }
                 (None, true) => self.send_imports(),
@@ -563,7 +588,7 @@ impl Worker {
         let deliverer = self.deliverer.clone();
         let dest = self.dest.clone();
         self.tasks.spawn(async move {
-            let sent = std::panic::AssertUnwindSafe(deliverer.deliver(&dest, items))
+            let sent = std::panic::AssertUnwindSafe(deliverer.deliver(&dest, items, lane.is_some()))
                 .catch_unwind()
                 .await;
             Done::Sent {
@@ -592,26 +617,40 @@ impl Worker {
             // rather than block the queue.
             self.limiter.finish_n(slots, Signal::Ok, now);
             tracing::error!(destination = %self.dest.id, records = positions.len(), "internal error while delivering; events go to dead letters");
-            for (key, _) in &positions {
+            let mut keys: Vec<usize> = positions.iter().map(|(k, _)| *k).collect();
+            for key in &keys {
                 if let Some(p) = self.window.get_mut(key) {
                     p.outstanding = p.outstanding.saturating_sub(1);
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for key in &keys {
+                if let Some(p) = self.window.get_mut(key) {
+                    // Not retried: the event may be what makes delivery fail.
+                    p.tally.failed = false;
+                    p.tally.hard_failure = false;
+                    let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
                     p.tally.dead.push(prepare::dead(
                         &self.dest,
                         None,
                         "rejected",
                         None,
                         "internal error while delivering".into(),
-                        Value::Null,
+                        event,
                     ));
                 }
             }
-            self.finish_settled(positions.iter().map(|(k, _)| *k), 0.0);
+            self.finish_settled(keys.into_iter(), 0.0);
             return;
         };
         let mut signal = Signal::Ok;
         for (_, result) in &results {
-            if let ItemResult::Failed { message, retry_after } = result {
-                signal = match (signal, throttled(message, *retry_after)) {
+            if let ItemResult::Failed {
+                retry_after, throttled, ..
+            } = result
+            {
+                signal = match (signal, *throttled) {
                     (Signal::Throttled(a), true) => Signal::Throttled(a.max(*retry_after)),
                     (Signal::Throttled(a), false) => Signal::Throttled(a),
                     (_, true) => Signal::Throttled(*retry_after),
@@ -646,9 +685,13 @@ impl Worker {
                     letter.response = Some(serde_json::json!({"status": status, "body": answer}));
                     p.tally.dead.push(letter);
                 }
-                ItemResult::Failed { message, retry_after } => {
+                ItemResult::Failed {
+                    message,
+                    retry_after,
+                    throttled,
+                } => {
                     p.tally.failed = true;
-                    p.tally.hard_failure |= !throttled(&message, retry_after);
+                    p.tally.hard_failure |= !throttled;
                     p.tally.retry_after = p.tally.retry_after.max(retry_after);
                     p.tally.last_error = message;
                     p.records.push((position, item));
@@ -657,6 +700,7 @@ impl Worker {
         }
         // One jitter per answer: events that failed together are retried together.
         let jitter: f64 = rand::rng().random();
+        keys.sort_unstable();
         keys.dedup();
         self.finish_settled(keys.into_iter(), jitter);
     }
@@ -752,26 +796,52 @@ impl Worker {
         self.window.insert(key, p);
     }
 
-    /// Persists acks, retry states and dead letters.
+    /// Persists acks, retry states and dead letters. What the spool refuses
+    /// (disk full, a failing disk) stays here and is tried again a second
+    /// later: those events are out of the window, so dropping the op would
+    /// leave them queued but unread until a restart.
     async fn flush(&mut self) {
+        if self.flush_again_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.flush_again_at = None;
         let id = self.dest.id.clone();
         let labels = [("destination", id.clone())];
         if !self.retries.is_empty() {
             let retries = std::mem::take(&mut self.retries);
-            metrics::counter!(t::EVENTS_RETRIED, &labels).increment(retries.len() as u64);
-            tracing::info!(destination = %id, events = retries.len(), "delivery failed for now; will retry");
-            submit(&self.spool, Op::Retry(id.clone(), retries)).await;
+            let n = retries.len() as u64;
+            match self.spool.submit(Op::Retry(id.clone(), retries.clone())).await {
+                Ok(_) => {
+                    metrics::counter!(t::EVENTS_RETRIED, &labels).increment(n);
+                    tracing::info!(destination = %id, events = n, "delivery failed for now; will retry");
+                }
+                Err(e) => return self.flush_failed(e, |w| w.retries = retries),
+            }
         }
         if !self.deads.is_empty() {
             let deads = std::mem::take(&mut self.deads);
-            metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(deads.len() as u64);
-            tracing::warn!(destination = %id, letters = deads.len(), "events moved to dead letters");
-            submit(&self.spool, Op::Dead(id.clone(), deads)).await;
+            let n = deads.len() as u64;
+            match self.spool.submit(Op::Dead(id.clone(), deads.clone())).await {
+                Ok(_) => {
+                    metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(n);
+                    tracing::warn!(destination = %id, letters = n, "events moved to dead letters");
+                }
+                Err(e) => return self.flush_failed(e, |w| w.deads = deads),
+            }
         }
         if !self.acks.is_empty() {
             let acks = std::mem::take(&mut self.acks);
-            submit(&self.spool, Op::Ack(id, acks)).await;
+            if let Err(e) = self.spool.submit(Op::Ack(id, acks.clone())).await {
+                self.flush_failed(e, |w| w.acks = acks);
+            }
         }
+    }
+
+    /// A spool write failed: keep its records (`restore`) and try again later.
+    fn flush_failed(&mut self, error: super::spool::SpoolError, restore: impl FnOnce(&mut Worker)) {
+        tracing::error!(destination = %self.dest.id, error = %error, "spool write failed; trying again in 1s");
+        restore(self);
+        self.flush_again_at = Some(Instant::now() + READ_RETRY);
     }
 
     fn record_gauges(&self) {
@@ -787,37 +857,28 @@ impl Worker {
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + Duration::from_secs(1);
         if let Some(at) = self.limiter.paused_until(now) {
-            return wake.min(at);
+            wake = wake.min(at);
         }
-        if let Some(front) = self.imports.front() {
-            wake = wake.min(front.since + self.settings.linger);
-        }
+        // Work already due was dispatched unless the limiter had no room (with
+        // nothing in flight it always has): an answer wakes the loop for it.
+        // Only times still ahead need a timer.
         let ms = now_ms();
         let in_ms = |at: i64| now + Duration::from_millis(u64::try_from(at.saturating_sub(ms)).unwrap_or(0));
-        if let Some(&(at, _)) = self.waiting.first() {
-            wake = wake.min(in_ms(at));
-        }
+        let mut ahead = vec![self.read_again_at, self.flush_again_at];
+        ahead.push(self.imports.front().map(|f| f.since + self.settings.linger));
+        ahead.push(self.waiting.first().map(|&(at, _)| in_ms(at)));
         for lane in &self.lanes {
             if let Some(head) = lane.queue.front().and_then(|k| self.window.get(k)) {
                 if !lane.busy && head.outstanding == 0 {
-                    wake = wake.min(in_ms(head.next_attempt_ms).max(head.since + self.settings.linger));
+                    ahead.push(Some(in_ms(head.next_attempt_ms).max(head.since + self.settings.linger)));
                 }
             }
         }
+        for at in ahead.into_iter().flatten() {
+            if at > now {
+                wake = wake.min(at);
+            }
+        }
         wake.max(now + Duration::from_millis(1))
-    }
-}
-
-/// Whether a failure is Mixpanel asking to slow down (a 429 or a `Retry-After`).
-fn throttled(message: &str, retry_after: Option<Duration>) -> bool {
-    retry_after.is_some() || message.starts_with("HTTP 429")
-}
-
-async fn submit(spool: &Spool, op: Op) {
-    if let Err(e) = spool.submit(op).await {
-        // The events stay queued: they are delivered again after a restart (at
-        // least once). Pause so a failing disk is not hammered.
-        tracing::error!(error = %e, "spool write failed");
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -107,7 +107,7 @@ pub async fn deliver(
     let delivered = if items.is_empty() {
         Vec::new()
     } else {
-        deliverer.deliver(dest, items).await
+        deliverer.deliver(dest, items, false).await
     };
     DestinationReport { delivered, refused }
 }

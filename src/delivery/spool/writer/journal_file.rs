@@ -88,9 +88,12 @@ impl WDest {
             }
             Err(e) => return Err(fail("writing the journal", e)),
         }
-        let limit = JOURNAL_REWRITE_MIN
-            .max(totals.bytes / 8)
-            .max(2 * self.journal.snapshot_len);
+        let mut limit = JOURNAL_REWRITE_MIN.max(totals.bytes / 8);
+        if totals.journal_cap > 0 {
+            limit = limit.min(totals.journal_cap);
+        }
+        // A snapshot must leave room for what follows it, or every write rewrites.
+        let limit = limit.max(2 * self.journal.snapshot_len);
         if self.journal.len > limit {
             self.rewrite_journal(totals)?;
         }
@@ -164,8 +167,22 @@ impl WDest {
             }
             Err(e) => return Err(fail("syncing a queue directory", e)),
         }
-        let file = self.journal.open()?;
-        file.set_len(0).map_err(|e| fail("emptying the journal", e))?;
+        let emptied = self.journal.open().and_then(|file| {
+            file.set_len(0).map_err(|e| fail("emptying the journal", e))?;
+            // Durable before segment ids can be used again, so an old journal's
+            // acks cannot come back and apply to a new segment of the same id.
+            file.sync_data().map_err(|e| fail("emptying the journal", e))
+        });
+        match emptied {
+            Ok(()) => totals.fsyncs += 1,
+            // No room even for that: tried again on a later turn.
+            Err(Fail::Full(_)) => {
+                self.journal.broken = true;
+                self.journal.last_try = Some(Instant::now());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         totals.bytes -= self.journal.len;
         self.journal.len = 0;
         self.journal.snapshot_len = 0;
