@@ -30,6 +30,33 @@ pub const MIXPANEL_LATENCY: &str = "mixpanel_actions_mixpanel_request_seconds";
 /// Mixpanel answers by status class (`2xx`, `4xx`, `5xx`, `network`).
 pub const MIXPANEL_RESPONSES: &str = "mixpanel_actions_mixpanel_responses_total";
 
+/// Events that no enabled subscription matched, per destination and event type.
+pub const EVENTS_UNMATCHED: &str = "mixpanel_actions_events_unmatched_total";
+
+/// Counts an event of `destination` that no subscription matched; the first
+/// time for a destination and type, says so at INFO with how to change it.
+pub fn event_unmatched(destination: &str, event_type: Option<&str>) {
+    const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+    let kind: &'static str = TYPES.into_iter().find(|t| event_type == Some(*t)).unwrap_or("other");
+    metrics::counter!(EVENTS_UNMATCHED, "destination" => destination.to_owned(), "type" => kind).increment(1);
+    static SEEN: std::sync::Mutex<Vec<(String, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    let first = SEEN.lock().is_ok_and(|mut seen| {
+        let new = !seen.iter().any(|(d, k)| d == destination && *k == kind);
+        if new {
+            seen.push((destination.to_owned(), kind));
+        }
+        new
+    });
+    if first {
+        tracing::info!(
+            destination,
+            r#type = kind,
+            "no subscription matches {kind} events: they are accepted and not sent to Mixpanel; add a subscription \
+             whose trigger matches them (e.g. subscribe = 'type = \"{kind}\"') to send them (counted in {EVENTS_UNMATCHED})"
+        );
+    }
+}
+
 /// The status class label of an HTTP status (0 = no answer).
 pub fn status_class(status: u16) -> &'static str {
     match status {

@@ -896,3 +896,65 @@ async fn mixpanel_latency_does_not_cap_throughput() {
     );
     assert!(status.success(), "{status}");
 }
+
+// ---------------------------------------------------------------------------
+// 6. What real senders send
+// ---------------------------------------------------------------------------
+
+/// With the server's defaults, a messageId as analytics-node makes them (60
+/// characters) reaches a strict Mixpanel as a valid `$insert_id` (a UUID v5 of
+/// it) instead of a dead letter; events no subscription matches (an `alias`
+/// with the presets) are counted per type and said once at INFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_insert_ids_are_repaired_and_unmatched_events_are_not_silent() {
+    let _serial = SERIAL.lock().await;
+    let mock = Mixpanel::start(107).await;
+    mock.enforce_insert_ids(true);
+    let dir = temp_dir();
+    let cfg = config(
+        dir.path(),
+        "",
+        &delivery(4),
+        "linger = \"20ms\"",
+        &[destination("main", &["wk-sdk"], &mock, "")],
+    );
+    let mut server = ServerProcess::start(&cfg).await;
+    let node_id = "node-next-1714564800000-3f0c2a5e-8d4b-4c71-9a2e-6b1d0e7f9c3a";
+    let alias = |n: u32| json!({"type": "alias", "userId": "u1", "previousId": format!("anon-{n}"), "messageId": format!("alias-{n}")});
+    let events = vec![track_event(node_id, "u1"), alias(1), alias(2)];
+    let answer = server.http.batch("wk-sdk", &events).await.expect("post");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let repaired = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, node_id.as_bytes())
+        .hyphenated()
+        .to_string();
+    let wanted: HashSet<String> = [repaired.clone()].into_iter().collect();
+    let got = mock.wait_accepted(&wanted, Duration::from_secs(10)).await;
+    assert!(
+        got.is_ok(),
+        "the repaired id never reached Mixpanel: {got:?}\n{}",
+        server.logs()
+    );
+    let metrics = server.http.metrics().await;
+    assert_eq!(
+        metrics.get("mixpanel_actions_events_unmatched_total").copied(),
+        Some(2.0),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics
+            .get("mixpanel_actions_events_dead_lettered_total")
+            .copied()
+            .unwrap_or(0.0),
+        0.0,
+        "{metrics:?}"
+    );
+    let said = server.logs().matches("no subscription matches alias events").count();
+    assert_eq!(
+        said,
+        1,
+        "one INFO line for the type, not one per event:\n{}",
+        server.logs()
+    );
+    let (status, _) = server.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+}

@@ -195,6 +195,12 @@ pub struct RawDestination {
     pub source_name: Option<String>,
     #[serde(default = "yes")]
     pub strict_mode: bool,
+    /// Replace `$insert_id`s Mixpanel would refuse (see `Settings`).
+    #[serde(default = "yes")]
+    pub repair_insert_ids: bool,
+    /// identify/group traits from `context.traits` when `traits` is missing.
+    #[serde(default = "yes")]
+    pub traits_from_context: bool,
     #[serde(default)]
     pub api_base_url: Option<String>,
     #[serde(default)]
@@ -385,6 +391,9 @@ fn destination_config(
 ) -> Result<DestinationConfig, Vec<String>> {
     let mut problems = Vec::new();
     let token = from_env_or(rd.project_token.clone(), &rd.project_token_env, env);
+    if token.is_none() && rd.project_token.as_deref() == Some("") {
+        problems.push("project_token: is empty; set the project's token, or leave the key out for a dry run".into());
+    }
     let secret = from_env_or(rd.api_secret.clone(), &rd.api_secret_env, env);
     // The variable, when set, replaces the file's list.
     let keys: Vec<String> = match rd
@@ -476,6 +485,8 @@ fn destination_config(
     settings.region = region;
     settings.source_name = rd.source_name.clone();
     settings.strict_mode = rd.strict_mode;
+    settings.repair_insert_ids = rd.repair_insert_ids;
+    settings.traits_from_context = rd.traits_from_context;
     settings.import_auth = import_auth;
     settings.api_base_url = rd.api_base_url.clone();
     Ok(DestinationConfig {

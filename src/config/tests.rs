@@ -85,3 +85,34 @@ fn unknown_keys_are_errors() {
     let e = load_with_env(f.path(), no_env()).unwrap_err();
     assert!(e.problems[0].contains("lisen"), "{:?}", e.problems);
 }
+
+#[test]
+fn an_empty_project_token_is_a_config_error() {
+    let f = write(
+        ".toml",
+        r#"
+[[destinations]]
+id = "a"
+write_keys = ["k"]
+project_token = ""
+"#,
+    );
+    let e = load_with_env(f.path(), no_env()).unwrap_err();
+    let all = e.problems.join("\n");
+    assert!(all.contains("project_token: is empty"), "{all}");
+    let f = write(
+        ".toml",
+        r#"
+[[destinations]]
+id = "a"
+write_keys = ["k"]
+project_token = "t"
+"#,
+    );
+    let c = load_with_env(f.path(), no_env()).unwrap();
+    let s = &c.destinations[0].destination.settings;
+    assert!(
+        s.repair_insert_ids && s.traits_from_context,
+        "on by default in the server's configuration"
+    );
+}

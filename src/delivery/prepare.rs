@@ -102,7 +102,13 @@ pub fn prepare(
     // forever: they become dead letters with the reason, and the event.
     let run = std::panic::AssertUnwindSafe(|| dest.destination.process(&events, Mode::Single, now_ms));
     let outcome = match std::panic::catch_unwind(run) {
-        Ok(outcome) => outcome,
+        Ok(outcome) => {
+            for &i in &outcome.unmatched {
+                let kind = events.get(i).and_then(|e| e.get("type")).and_then(Value::as_str);
+                crate::telemetry::event_unmatched(&dest.id, kind);
+            }
+            outcome
+        }
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()

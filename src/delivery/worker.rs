@@ -824,7 +824,7 @@ impl Worker {
             match self.spool.submit(Op::Dead(id.clone(), deads.clone())).await {
                 Ok(_) => {
                     metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(n);
-                    tracing::warn!(destination = %id, letters = n, "events moved to dead letters");
+                    log_dead_letters(&id, &deads);
                 }
                 Err(e) => return self.flush_failed(e, |w| w.deads = deads),
             }
@@ -882,3 +882,32 @@ impl Worker {
         wake.max(now + Duration::from_millis(1))
     }
 }
+
+/// Dead letters logged one line each (at most [`LOGGED_LETTERS`] per write, then
+/// a count): the event's `messageId`, the reason, Mixpanel's status and the
+/// first 200 characters of the message.
+fn log_dead_letters(destination: &str, deads: &[(EventId, DeadLetter)]) {
+    for (_, letter) in deads.iter().take(LOGGED_LETTERS) {
+        let message_id = letter.event.get("messageId").and_then(Value::as_str).unwrap_or("");
+        let message: String = letter.message.chars().take(200).collect();
+        tracing::warn!(
+            destination,
+            message_id,
+            reason = %letter.reason,
+            status = letter.status,
+            subscription = letter.subscription.as_deref().unwrap_or(""),
+            %message,
+            "event moved to dead letters"
+        );
+    }
+    if deads.len() > LOGGED_LETTERS {
+        tracing::warn!(
+            destination,
+            more = deads.len() - LOGGED_LETTERS,
+            "more events moved to dead letters"
+        );
+    }
+}
+
+/// Dead letters logged one by one per spool write.
+const LOGGED_LETTERS: usize = 20;

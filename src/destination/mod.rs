@@ -127,6 +127,8 @@ pub struct SubscriptionOutcome {
 pub struct Outcome {
     /// Subscriptions that matched at least one event, in subscription order.
     pub subscriptions: Vec<SubscriptionOutcome>,
+    /// Indices of the events that no enabled subscription matched.
+    pub unmatched: Vec<usize>,
 }
 
 /// Loads subscriptions strictly: every problem is an error (configuration files).
@@ -186,7 +188,16 @@ impl Destination {
             settings: &self.settings,
             now_ms,
         };
+        if self.settings.traits_from_context && events.iter().any(needs_context_traits) {
+            let patched: Vec<Value> = events.iter().map(|e| with_context_traits(e).into_owned()).collect();
+            return self.process_events(&patched, mode, &ctx);
+        }
+        self.process_events(events, mode, &ctx)
+    }
+
+    fn process_events(&self, events: &[Value], mode: Mode, ctx: &Context<'_>) -> Outcome {
         let mut outcome = Outcome::default();
+        let mut matched_any = vec![false; events.len()];
         for (index, sub) in self.subscriptions.iter().enumerate() {
             if !sub.enabled {
                 continue;
@@ -197,6 +208,11 @@ impl Destination {
             if matched.is_empty() {
                 continue;
             }
+            for &i in &matched {
+                if let Some(m) = matched_any.get_mut(i) {
+                    *m = true;
+                }
+            }
             // Only the batching actions see batch-mode validation; the reference
             // runs the others once per event.
             let event_mode = if mode == Mode::Batch && sub.action.batches() {
@@ -206,13 +222,14 @@ impl Destination {
             };
             let results = matched
                 .into_iter()
-                .filter_map(|i| events.get(i).map(|event| (i, run_one(sub, event, event_mode, &ctx))))
+                .filter_map(|i| events.get(i).map(|event| (i, run_one(sub, event, event_mode, ctx))))
                 .collect();
             outcome.subscriptions.push(SubscriptionOutcome {
                 subscription: index,
                 events: results,
             });
         }
+        outcome.unmatched = (0..events.len()).filter(|&i| !matched_any[i]).collect();
         outcome
     }
 
@@ -229,6 +246,31 @@ impl Destination {
             None => DEFAULT_BATCH_SIZE,
         }
     }
+}
+
+/// An identify or group event without top-level `traits` whose
+/// `context.traits` is an object (RudderStack's SDKs send traits there).
+fn needs_context_traits(event: &Value) -> bool {
+    let kind = event.get("type").and_then(Value::as_str);
+    matches!(kind, Some("identify" | "group"))
+        && event.get("traits").is_none_or(Value::is_null)
+        && event
+            .get("context")
+            .and_then(|c| c.get("traits"))
+            .is_some_and(Value::is_object)
+}
+
+/// The event with `traits` taken from `context.traits` where it needs them.
+fn with_context_traits(event: &Value) -> std::borrow::Cow<'_, Value> {
+    if !needs_context_traits(event) {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let mut owned = event.clone();
+    let traits = owned.get("context").and_then(|c| c.get("traits")).cloned();
+    if let (Value::Object(map), Some(traits)) = (&mut owned, traits) {
+        map.insert("traits".into(), traits);
+    }
+    std::borrow::Cow::Owned(owned)
 }
 
 fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {

@@ -415,6 +415,8 @@ pub async fn admin_config(State(state): State<AppState>, headers: HeaderMap) -> 
                 "region": format!("{:?}", s.region),
                 "base_url": s.base_url(),
                 "strict_mode": s.strict_mode,
+                "repair_insert_ids": s.repair_insert_ids,
+                "traits_from_context": s.traits_from_context,
                 "source_name": s.source_name,
                 "dry_run": d.dry_run,
                 "batch_size": d.batch_size,

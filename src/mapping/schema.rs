@@ -428,8 +428,11 @@ fn coerce_object(
     let mut ok = true;
     for (key, sub_value) in map {
         match field.properties.iter().find(|p| p.key == key) {
-            // A declared sub-field that is null is removed, like a top-level one.
-            Some(sub) if sub_value.is_null() && !sub.allow_null => {}
+            // The reference's empty-value removal reaches into object fields
+            // (`utm_properties`) but not into the items of an array field
+            // (`products`): there a null is coerced like any value (ajv's
+            // `coerceTypes`: `""` for a string, `0` for a number).
+            Some(sub) if sub_value.is_null() && !sub.allow_null && !field.multiple => {}
             Some(sub) => {
                 let sub_path = format!("{path}/{key}");
                 match coerce_field(sub, sub_value, &sub_path, Some(sub.label), errors) {

@@ -74,6 +74,16 @@ pub struct Settings {
     pub import_auth: ImportAuth,
     /// Overrides the region's host for every endpoint (tests, proxies).
     pub api_base_url: Option<String>,
+    /// Replace a `$insert_id` Mixpanel would refuse (more than 36 characters,
+    /// or others than `[A-Za-z0-9-]`) by a UUID v5 of it. Off in the
+    /// reference's shape (`repairInsertIds` turns it on), on in the server's
+    /// configuration (`repair_insert_ids`).
+    pub repair_insert_ids: bool,
+    /// identify and group events without top-level `traits` use
+    /// `context.traits` (RudderStack's SDKs send traits only there). Off in
+    /// the reference's shape (`traitsFromContext`), on in the server's
+    /// configuration (`traits_from_context`).
+    pub traits_from_context: bool,
 }
 
 /// Settings the reference would reject; nothing runs for such a destination.
@@ -94,6 +104,8 @@ impl Settings {
             strict_mode: true,
             import_auth: ImportAuth::SecretOrToken,
             api_base_url: None,
+            repair_insert_ids: false,
+            traits_from_context: false,
         }
     }
 
@@ -117,10 +129,10 @@ impl Settings {
             return err("The root value must be an object.".into());
         };
         let token = match map.get("projectToken") {
+            // Missing is refused; an empty string is a string like any other
+            // (auth then comes from `apiSecret ?? projectToken`, so `""` gives
+            // `Basic base64(":")`).
             None | Some(Value::Null) => {
-                return err("The root value is missing the required field 'projectToken'.".into())
-            }
-            Some(Value::String(s)) if s.is_empty() => {
                 return err("The root value is missing the required field 'projectToken'.".into())
             }
             Some(v) => match scalar_text(v) {
@@ -160,6 +172,17 @@ impl Settings {
                 Some("0") => out.strict_mode = false,
                 _ => return err("Strict Mode must be one of: \"1\" or \"0\".".into()),
             },
+        }
+        // The project's own settings (not the reference's): booleans.
+        for (key, slot) in [
+            ("repairInsertIds", &mut out.repair_insert_ids),
+            ("traitsFromContext", &mut out.traits_from_context),
+        ] {
+            match map.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => *slot = *b,
+                Some(_) => return err(format!("{key} must be a boolean.")),
+            }
         }
         if project_token_auth {
             out.import_auth = ImportAuth::ProjectToken;
@@ -212,6 +235,8 @@ mod tests {
             "The root value is missing the required field 'projectToken'."
         );
         assert!(Settings::from_reference(&json!({"projectToken": "t", "strictMode": "2"}), false).is_err());
+        let empty = Settings::from_reference(&json!({"projectToken": ""}), false).unwrap();
+        assert_eq!(crate::mixpanel::api::import_authorization(&empty), "Basic Og==");
     }
 
     #[test]

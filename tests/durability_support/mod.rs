@@ -184,6 +184,9 @@ struct Inner {
     next_seq: u64,
     /// One-off answers taken by the next arrivals, before `behavior`.
     script: VecDeque<Scripted>,
+    /// Strict `/import` refuses records whose `$insert_id` breaks Mixpanel's rule
+    /// ([`Mixpanel::enforce_insert_ids`]).
+    insert_id_rule: bool,
 }
 
 struct Shared {
@@ -233,6 +236,7 @@ impl Mixpanel {
                 max_in_flight: 0,
                 next_seq: 0,
                 script: VecDeque::new(),
+                insert_id_rule: false,
             }),
             generation: AtomicU64::new(0),
             hold: tokio::sync::watch::Sender::new(false),
@@ -274,6 +278,15 @@ impl Mixpanel {
 
     pub fn clear_rejects(&self) {
         self.shared.with(|s| s.reject.clear());
+    }
+
+    /// While on, strict `/import` (`?strict=1`) refuses, as Mixpanel does, every
+    /// record whose `properties.$insert_id` is not 1-36 characters of
+    /// `[A-Za-z0-9-]` ([`valid_insert_id`]; a record without one is accepted, the
+    /// id being optional): a 400 naming them in `failed_records` (field
+    /// `properties.$insert_id`), the other records imported. Off by default.
+    pub fn enforce_insert_ids(&self, on: bool) {
+        self.shared.with(|s| s.insert_id_rule = on);
     }
 
     /// The server process was killed: requests of connections opened so far are
@@ -548,6 +561,9 @@ fn decide(s: &mut Inner, path: &str, query: &str, records: &[Value]) -> Decision
         }
         d.retry_after = scripted.retry_after;
         d.delay += s.latency;
+        if s.insert_id_rule {
+            insert_id_rule(&mut d, path, query, records);
+        }
         return d;
     }
     let mut decision = match s.behavior.clone() {
@@ -582,7 +598,73 @@ fn decide(s: &mut Inner, path: &str, query: &str, records: &[Value]) -> Decision
         }
     };
     decision.delay += s.latency;
+    if s.insert_id_rule {
+        insert_id_rule(&mut decision, path, query, records);
+    }
     decision
+}
+
+/// Mixpanel's rule for `$insert_id`: 1 to 36 characters, each an ASCII letter,
+/// digit or `-`.
+pub fn valid_insert_id(id: &str) -> bool {
+    (1..=36).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Whether `record` breaks the `$insert_id` rule: present and not a
+/// [`valid_insert_id`] string (absent is allowed: the id is optional).
+pub fn breaks_insert_id_rule(record: &Value) -> bool {
+    match record["properties"].get("$insert_id") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(id)) => !valid_insert_id(id),
+        Some(_) => true,
+    }
+}
+
+/// Applies the `$insert_id` rule to a success answer of strict `/import` (an
+/// answer that [`success`] decided, with or without [`Mixpanel::reject`]ed
+/// records): Mixpanel's strict-mode 400, the records breaking the rule added to
+/// `failed_records` and not accepted.
+fn insert_id_rule(d: &mut Decision, path: &str, query: &str, records: &[Value]) {
+    let strict = query.split('&').any(|p| p == "strict=1");
+    let from_success =
+        d.fate == Fate::Answered(200) || (d.fate == Fate::Answered(400) && d.body.get("failed_records").is_some());
+    if path != "/import" || !strict || !from_success {
+        return;
+    }
+    let invalid: Vec<usize> = (0..records.len())
+        .filter(|&i| records.get(i).is_some_and(breaks_insert_id_rule))
+        .collect();
+    if invalid.is_empty() {
+        return;
+    }
+    let mut failed: Vec<Value> = d
+        .body
+        .get("failed_records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for &i in &invalid {
+        if failed.iter().any(|f| f["index"].as_u64() == Some(i as u64)) {
+            continue;
+        }
+        failed.push(json!({
+            "index": i,
+            "$insert_id": records.get(i).map_or(Value::Null, |r| r["properties"]["$insert_id"].clone()),
+            "field": "properties.$insert_id",
+            "message": "'properties.$insert_id' is invalid: must be 1-36 characters of [A-Za-z0-9-]",
+        }));
+    }
+    failed.sort_by_key(|f| f["index"].as_u64());
+    d.accepted.retain(|i| !invalid.contains(i));
+    d.status = 400;
+    d.fate = Fate::Answered(400);
+    d.body = json!({
+        "code": 400,
+        "num_records_imported": records.len() - failed.len(),
+        "failed_records": failed,
+        "status": "Bad Request",
+        "error": "some data points in the request failed validation",
+    });
 }
 
 fn reason(status: u16) -> &'static str {

@@ -167,6 +167,21 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Option<&Value>) {
     }
 }
 
+/// A reserved profile key, assigned after the rest of the traits as the
+/// reference's `{...rest, $email: traits.email}` does: a trait the sender named
+/// like it keeps its place and takes this value, and is gone when the value is
+/// undefined (JavaScript does not send undefined).
+fn assign(map: &mut Map<String, Value>, key: &str, value: Option<&Value>) {
+    match value {
+        Some(v) => {
+            map.insert(key.to_owned(), v.clone());
+        }
+        None => {
+            map.shift_remove(key);
+        }
+    }
+}
+
 fn source_name(ctx: &Context<'_>) -> Option<Value> {
     ctx.settings.source_name.clone().map(Value::String)
 }
@@ -218,10 +233,10 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
         nullish_or(traits.get("created"), traits.get("createdAt")),
         traits.get("created_at"),
     );
-    put(&mut set, "$created", created);
-    put(&mut set, "$email", traits.get("email"));
-    put(&mut set, "$first_name", traits.get("firstName"));
-    put(&mut set, "$last_name", traits.get("lastName"));
+    assign(&mut set, "$created", created);
+    assign(&mut set, "$email", traits.get("email"));
+    assign(&mut set, "$first_name", traits.get("firstName"));
+    assign(&mut set, "$last_name", traits.get("lastName"));
     let full_name = match (traits.get("firstName"), traits.get("lastName")) {
         (first, last) if truthy(first) && truthy(last) => Some(Value::String(format!(
             "{} {}",
@@ -230,9 +245,9 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
         ))),
         _ => None,
     };
-    put(&mut set, "$name", nullish_or(traits.get("name"), full_name.as_ref()));
-    put(&mut set, "$username", traits.get("username"));
-    put(&mut set, "$phone", traits.get("phone"));
+    assign(&mut set, "$name", nullish_or(traits.get("name"), full_name.as_ref()));
+    assign(&mut set, "$username", traits.get("username"));
+    assign(&mut set, "$phone", traits.get("phone"));
 
     let mut data = Map::new();
     data.insert("$token".into(), Value::String(ctx.settings.token().to_owned()));
@@ -266,12 +281,12 @@ fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, A
         .filter(|(k, _)| !GROUP_SPECIAL_TRAITS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    put(&mut set, "$name", traits.get("name"));
+    assign(&mut set, "$name", traits.get("name"));
     let created = nullish_or(
         nullish_or(traits.get("created"), traits.get("createdAt")),
         traits.get("created_at"),
     );
-    put(&mut set, "$created", created);
+    assign(&mut set, "$created", created);
 
     let mut data = Map::new();
     data.insert("$token".into(), Value::String(ctx.settings.token().to_owned()));

@@ -45,6 +45,38 @@ pub fn random_insert_id(prefix_len: usize) -> String {
     id
 }
 
+/// Whether Mixpanel accepts `id` as a `$insert_id`: 1 to 36 characters of
+/// `[A-Za-z0-9-]`.
+pub fn valid_insert_id(id: &str) -> bool {
+    (1..=MAX_INSERT_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// With `repair_insert_ids`, the `$insert_id` actually sent: a valid one
+/// unchanged; another a UUID v5 (OID namespace) of its text, so a retry or a
+/// replay of the event gets the same id (and Mixpanel still deduplicates); an
+/// empty one a fresh random id, as a missing one (a UUID of `""` would make
+/// every such event a duplicate of the first).
+fn sent_insert_id(id: Value, ctx: &Context<'_>, prefix_len: usize) -> Value {
+    if !ctx.settings.repair_insert_ids {
+        return id;
+    }
+    let text = match &id {
+        Value::String(s) => s.clone(),
+        other => crate::mixpanel::actions::js_string(other),
+    };
+    if text.is_empty() {
+        return Value::String(random_insert_id(prefix_len));
+    }
+    if valid_insert_id(&text) && id.is_string() {
+        return id;
+    }
+    Value::String(
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes())
+            .hyphenated()
+            .to_string(),
+    )
+}
+
 /// The event time in ms: the `time` field when it is set and parses, else now.
 fn event_time(payload: &Payload, now_ms: i64) -> i64 {
     match payload.get("time") {
@@ -178,7 +210,7 @@ fn event_name(payload: &Payload) -> Value {
 /// trackEvent: one Mixpanel event.
 pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> Value {
     let time = event_time(&payload, ctx.now_ms);
-    let insert_id = insert_id_or_random(&payload, 0);
+    let insert_id = sent_insert_id(insert_id_or_random(&payload, 0), ctx, 0);
     let user_properties = payload.remove("event_properties");
     mixpanel_event(
         event_name(&payload),
@@ -199,7 +231,8 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
     let payload = &mut payload;
     let time = event_time(payload, ctx.now_ms);
     let user_properties = payload.remove("event_properties");
-    let order_props = event_properties(payload, user_properties, ctx, time, insert_id_or_random(payload, 0));
+    let order_id = sent_insert_id(insert_id_or_random(payload, 0), ctx, 0);
+    let order_props = event_properties(payload, user_properties, ctx, time, order_id);
     let products = match payload.get("products") {
         Some(Value::Array(items)) if truthy(payload.get("generatePurchaseEventPerProduct")) => items.as_slice(),
         _ => &[],
@@ -215,7 +248,9 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
         inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_str()));
         for (i, product) in products.iter().enumerate() {
             let mut props = inherited.clone();
-            props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
+            // The repair looks at the id as sent: after the index prefix.
+            let id = sent_insert_id(Value::String(format!("{i}{base_id}")), ctx, 0);
+            props.insert("$insert_id".into(), id);
             let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
             props.insert("time".into(), Value::from(time.saturating_sub(offset)));
             if let Value::Object(fields) = product {
