@@ -33,26 +33,42 @@ pub const MIXPANEL_RESPONSES: &str = "mixpanel_actions_mixpanel_responses_total"
 /// Events that no enabled subscription matched, per destination and event type.
 pub const EVENTS_UNMATCHED: &str = "mixpanel_actions_events_unmatched_total";
 
-/// Counts an event of `destination` that no subscription matched; the first
-/// time for a destination and type, says so at INFO with how to change it.
-pub fn event_unmatched(destination: &str, event_type: Option<&str>) {
+/// Counts the events of `destination` that no subscription matched, by type;
+/// the first time for a destination and type, says so at INFO with how to
+/// change it.
+pub fn events_unmatched<'a>(destination: &str, events: impl Iterator<Item = &'a serde_json::Value>) {
     const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
-    let kind: &'static str = TYPES.into_iter().find(|t| event_type == Some(*t)).unwrap_or("other");
-    metrics::counter!(EVENTS_UNMATCHED, "destination" => destination.to_owned(), "type" => kind).increment(1);
-    static SEEN: std::sync::Mutex<Vec<(String, &'static str)>> = std::sync::Mutex::new(Vec::new());
-    let first = SEEN.lock().is_ok_and(|mut seen| {
-        let new = !seen.iter().any(|(d, k)| d == destination && *k == kind);
-        if new {
-            seen.push((destination.to_owned(), kind));
+    let mut counts = [0u64; TYPES.len() + 1];
+    for event in events {
+        let kind = event.get("type").and_then(serde_json::Value::as_str);
+        let slot = TYPES.iter().position(|t| Some(*t) == kind).unwrap_or(TYPES.len());
+        if let Some(c) = counts.get_mut(slot) {
+            *c += 1;
         }
-        new
-    });
-    if first {
+    }
+    static SEEN: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    for (slot, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let kind = TYPES.get(slot).copied().unwrap_or("other");
+        metrics::counter!(EVENTS_UNMATCHED, "destination" => destination.to_owned(), "type" => kind).increment(n);
+        let first = SEEN.lock().is_ok_and(|mut seen| {
+            let new = !seen.iter().any(|(d, k)| d == destination && *k == slot);
+            if new {
+                seen.push((destination.to_owned(), slot));
+            }
+            new
+        });
+        if !first {
+            continue;
+        }
+        let trigger = match TYPES.get(slot) {
+            Some(t) => format!("type = \"{t}\""),
+            None => "type = \"<the type>\"".to_owned(),
+        };
         tracing::info!(
             destination,
             r#type = kind,
             "no subscription matches {kind} events: they are accepted and not sent to Mixpanel; add a subscription \
-             whose trigger matches them (e.g. subscribe = 'type = \"{kind}\"') to send them (counted in {EVENTS_UNMATCHED})"
+             whose trigger matches them (e.g. subscribe = '{trigger}') to send them (counted in {EVENTS_UNMATCHED})"
         );
     }
 }

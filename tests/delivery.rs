@@ -42,6 +42,19 @@ fn delivery(concurrency: usize) -> String {
     )
 }
 
+/// The configuration of one destination `main` fed by `key` and sending to
+/// `mock`, with `top` and `delivery` lines, `extra` destination lines, and a
+/// 20 ms linger.
+fn main_config(dir: &Path, top: &str, delivery: &str, key: &str, mock: &Mixpanel, extra: &str) -> PathBuf {
+    config(
+        dir,
+        top,
+        delivery,
+        "linger = \"20ms\"",
+        &[destination("main", &[key], mock, extra)],
+    )
+}
+
 /// A track event (one `/import` record, insert id = messageId).
 fn track_event(message_id: &str, user: &str) -> Value {
     json!({
@@ -213,12 +226,13 @@ async fn requests_overlap_while_per_user_profile_order_holds() {
     let latency = Duration::from_millis(200);
     mock.set_latency(latency);
     let dir = temp_dir();
-    let cfg = config(
+    let cfg = main_config(
         dir.path(),
         "shutdown_timeout = \"2s\"",
         &delivery(8),
-        "linger = \"20ms\"",
-        &[destination("main", &["wk-order"], &mock, "batch_size = 50")],
+        "wk-order",
+        &mock,
+        "batch_size = 50",
     );
     let mut server = ServerProcess::start(&cfg).await;
     let http = server.http.clone();
@@ -367,12 +381,13 @@ async fn a_retry_after_pauses_every_lane() {
     let _serial = SERIAL.lock().await;
     let mock = Mixpanel::start(102).await;
     let dir = temp_dir();
-    let cfg = config(
+    let cfg = main_config(
         dir.path(),
         "shutdown_timeout = \"2s\"",
         &delivery(8),
-        "linger = \"20ms\"",
-        &[destination("main", &["wk-pause"], &mock, "batch_size = 50")],
+        "wk-pause",
+        &mock,
+        "batch_size = 50",
     );
     let mut server = ServerProcess::start(&cfg).await;
     let http = server.http.clone();
@@ -831,12 +846,13 @@ async fn mixpanel_latency_does_not_cap_throughput() {
     mock.set_latency(latency);
     mock.hold(true);
     let dir = temp_dir();
-    let cfg = config(
+    let cfg = main_config(
         dir.path(),
         "shutdown_timeout = \"2s\"",
         "request_timeout = \"30s\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nconcurrency = 16",
-        "linger = \"20ms\"",
-        &[destination("main", &["wk-tp"], &mock, "batch_size = 50")],
+        "wk-tp",
+        &mock,
+        "batch_size = 50",
     );
     let mut server = ServerProcess::start(&cfg).await;
     let batches: Vec<Batch> = (0..TP_EVENTS / TP_BATCH)
@@ -911,13 +927,7 @@ async fn long_insert_ids_are_repaired_and_unmatched_events_are_not_silent() {
     let mock = Mixpanel::start(107).await;
     mock.enforce_insert_ids(true);
     let dir = temp_dir();
-    let cfg = config(
-        dir.path(),
-        "",
-        &delivery(4),
-        "linger = \"20ms\"",
-        &[destination("main", &["wk-sdk"], &mock, "")],
-    );
+    let cfg = main_config(dir.path(), "", &delivery(4), "wk-sdk", &mock, "");
     let mut server = ServerProcess::start(&cfg).await;
     let node_id = "node-next-1714564800000-3f0c2a5e-8d4b-4c71-9a2e-6b1d0e7f9c3a";
     let alias = |n: u32| json!({"type": "alias", "userId": "u1", "previousId": format!("anon-{n}"), "messageId": format!("alias-{n}")});

@@ -88,28 +88,14 @@ fn unknown_keys_are_errors() {
 
 #[test]
 fn an_empty_project_token_is_a_config_error() {
-    let f = write(
-        ".toml",
-        r#"
-[[destinations]]
-id = "a"
-write_keys = ["k"]
-project_token = ""
-"#,
-    );
-    let e = load_with_env(f.path(), no_env()).unwrap_err();
-    let all = e.problems.join("\n");
+    let with_token = |token: &str| {
+        let text = format!("[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\nproject_token = \"{token}\"\n");
+        let f = write(".toml", &text);
+        load_with_env(f.path(), no_env())
+    };
+    let all = with_token("").unwrap_err().problems.join("\n");
     assert!(all.contains("project_token: is empty"), "{all}");
-    let f = write(
-        ".toml",
-        r#"
-[[destinations]]
-id = "a"
-write_keys = ["k"]
-project_token = "t"
-"#,
-    );
-    let c = load_with_env(f.path(), no_env()).unwrap();
+    let c = with_token("t").unwrap();
     let s = &c.destinations[0].destination.settings;
     assert!(
         s.repair_insert_ids && s.traits_from_context,

@@ -438,6 +438,29 @@ mod tests {
     use crate::destination::Destination;
     use crate::mixpanel::Settings;
 
+    /// Serves `app` on loopback; its base URL.
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// A destination with the presets sending to `url`.
+    fn destination_at(url: String) -> DestinationConfig {
+        let mut settings = Settings::new("tok");
+        settings.api_base_url = Some(url);
+        DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(settings),
+            dry_run: false,
+            batch_size: 10,
+            max_batch_bytes: 1 << 20,
+            gzip: false,
+        }
+    }
+
     /// A Mixpanel that always answers 503 and records when each attempt arrived
     /// (on tokio's clock, paused in the test).
     async fn failing_mixpanel() -> (String, Arc<Mutex<Vec<Instant>>>) {
@@ -453,10 +476,7 @@ mod tests {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, seen)
+        (serve(app).await, seen)
     }
 
     /// A lane round: event 0's `$identify` fails for now, so event 1's `$set`
@@ -481,20 +501,7 @@ mod tests {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let mut settings = Settings::new("tok");
-        settings.api_base_url = Some(url);
-        let dest = DestinationConfig {
-            id: "d".into(),
-            write_keys: vec![],
-            destination: Destination::with_presets(settings),
-            dry_run: false,
-            batch_size: 10,
-            max_batch_bytes: 1 << 20,
-            gzip: false,
-        };
+        let dest = destination_at(serve(app).await);
         let deliverer = Deliverer::new(
             Client::new(Duration::from_secs(5)).unwrap(),
             RetryPolicy {
@@ -547,17 +554,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_follow_the_backoff_schedule_within_the_budget() {
         let (url, seen) = failing_mixpanel().await;
-        let mut settings = Settings::new("tok");
-        settings.api_base_url = Some(url);
-        let dest = DestinationConfig {
-            id: "d".into(),
-            write_keys: vec![],
-            destination: Destination::with_presets(settings),
-            dry_run: false,
-            batch_size: 10,
-            max_batch_bytes: 1 << 20,
-            gzip: false,
-        };
+        let dest = destination_at(url);
         let backoff = Backoff {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(8),

@@ -103,10 +103,7 @@ pub fn prepare(
     let run = std::panic::AssertUnwindSafe(|| dest.destination.process(&events, Mode::Single, now_ms));
     let outcome = match std::panic::catch_unwind(run) {
         Ok(outcome) => {
-            for &i in &outcome.unmatched {
-                let kind = events.get(i).and_then(|e| e.get("type")).and_then(Value::as_str);
-                crate::telemetry::event_unmatched(&dest.id, kind);
-            }
+            crate::telemetry::events_unmatched(&dest.id, outcome.unmatched.iter().filter_map(|&i| events.get(i)));
             outcome
         }
         Err(panic) => {
@@ -189,6 +186,8 @@ pub fn received_ms(event: &Value) -> Option<i64> {
 pub fn config_fingerprint(dest: &DestinationConfig) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
+    // Settings that change which records an event yields.
+    dest.destination.settings.traits_from_context.hash(&mut h);
     for s in &dest.destination.subscriptions {
         s.name.hash(&mut h);
         s.action.name().hash(&mut h);

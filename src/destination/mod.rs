@@ -189,13 +189,14 @@ impl Destination {
             now_ms,
         };
         if self.settings.traits_from_context && events.iter().any(needs_context_traits) {
-            let patched: Vec<Value> = events.iter().map(|e| with_context_traits(e).into_owned()).collect();
+            // Only the events that need it are copied.
+            let patched: Vec<std::borrow::Cow<'_, Value>> = events.iter().map(with_context_traits).collect();
             return self.process_events(&patched, mode, &ctx);
         }
         self.process_events(events, mode, &ctx)
     }
 
-    fn process_events(&self, events: &[Value], mode: Mode, ctx: &Context<'_>) -> Outcome {
+    fn process_events<E: std::borrow::Borrow<Value>>(&self, events: &[E], mode: Mode, ctx: &Context<'_>) -> Outcome {
         let mut outcome = Outcome::default();
         let mut matched_any = vec![false; events.len()];
         for (index, sub) in self.subscriptions.iter().enumerate() {
@@ -203,7 +204,7 @@ impl Destination {
                 continue;
             }
             let matched: Vec<usize> = (0..events.len())
-                .filter(|&i| events.get(i).is_some_and(|e| sub.trigger.matches(e)))
+                .filter(|&i| events.get(i).is_some_and(|e| sub.trigger.matches(e.borrow())))
                 .collect();
             if matched.is_empty() {
                 continue;
@@ -222,7 +223,11 @@ impl Destination {
             };
             let results = matched
                 .into_iter()
-                .filter_map(|i| events.get(i).map(|event| (i, run_one(sub, event, event_mode, ctx))))
+                .filter_map(|i| {
+                    events
+                        .get(i)
+                        .map(|event| (i, run_one(sub, event.borrow(), event_mode, ctx)))
+                })
                 .collect();
             outcome.subscriptions.push(SubscriptionOutcome {
                 subscription: index,
@@ -248,12 +253,15 @@ impl Destination {
     }
 }
 
-/// An identify or group event without top-level `traits` whose
-/// `context.traits` is an object (RudderStack's SDKs send traits there).
+/// An identify or group event without top-level `traits` (missing, null or
+/// `{}`) whose `context.traits` is an object (RudderStack's SDKs send traits
+/// there).
 fn needs_context_traits(event: &Value) -> bool {
     let kind = event.get("type").and_then(Value::as_str);
     matches!(kind, Some("identify" | "group"))
-        && event.get("traits").is_none_or(Value::is_null)
+        && event
+            .get("traits")
+            .is_none_or(|t| t.is_null() || t.as_object().is_some_and(|m| m.is_empty()))
         && event
             .get("context")
             .and_then(|c| c.get("traits"))

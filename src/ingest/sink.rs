@@ -79,10 +79,7 @@ pub async fn deliver(
     now_ms: i64,
 ) -> DestinationReport {
     let outcome = dest.destination.process(events, Mode::Single, now_ms);
-    for &i in &outcome.unmatched {
-        let kind = events.get(i).and_then(|e| e.get("type")).and_then(Value::as_str);
-        crate::telemetry::event_unmatched(&dest.id, kind);
-    }
+    crate::telemetry::events_unmatched(&dest.id, outcome.unmatched.iter().filter_map(|&i| events.get(i)));
     let mut items = Vec::new();
     let mut refused = Vec::new();
     for sub in outcome.subscriptions {

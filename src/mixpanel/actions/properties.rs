@@ -52,24 +52,23 @@ pub fn valid_insert_id(id: &str) -> bool {
 }
 
 /// With `repair_insert_ids`, the `$insert_id` actually sent: a valid one
-/// unchanged; another a UUID v5 (OID namespace) of its text, so a retry or a
-/// replay of the event gets the same id (and Mixpanel still deduplicates); an
-/// empty one a fresh random id, as a missing one (a UUID of `""` would make
-/// every such event a duplicate of the first).
-fn sent_insert_id(id: Value, ctx: &Context<'_>, prefix_len: usize) -> Value {
+/// unchanged; any other (also `""` and non-strings) a UUID v5 (OID namespace)
+/// of its text, so a retry or a replay of the event gets the same id.
+/// Mixpanel deduplicates on event, time, `distinct_id` and `$insert_id`
+/// together, so equal ids of different events are harmless.
+fn sent_insert_id(id: Value, ctx: &Context<'_>) -> Value {
     if !ctx.settings.repair_insert_ids {
         return id;
+    }
+    if let Value::String(s) = &id {
+        if valid_insert_id(s) {
+            return id;
+        }
     }
     let text = match &id {
         Value::String(s) => s.clone(),
         other => crate::mixpanel::actions::js_string(other),
     };
-    if text.is_empty() {
-        return Value::String(random_insert_id(prefix_len));
-    }
-    if valid_insert_id(&text) && id.is_string() {
-        return id;
-    }
     Value::String(
         uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes())
             .hyphenated()
@@ -210,7 +209,7 @@ fn event_name(payload: &Payload) -> Value {
 /// trackEvent: one Mixpanel event.
 pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> Value {
     let time = event_time(&payload, ctx.now_ms);
-    let insert_id = sent_insert_id(insert_id_or_random(&payload, 0), ctx, 0);
+    let insert_id = sent_insert_id(insert_id_or_random(&payload, 0), ctx);
     let user_properties = payload.remove("event_properties");
     mixpanel_event(
         event_name(&payload),
@@ -231,7 +230,7 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
     let payload = &mut payload;
     let time = event_time(payload, ctx.now_ms);
     let user_properties = payload.remove("event_properties");
-    let order_id = sent_insert_id(insert_id_or_random(payload, 0), ctx, 0);
+    let order_id = sent_insert_id(insert_id_or_random(payload, 0), ctx);
     let order_props = event_properties(payload, user_properties, ctx, time, order_id);
     let products = match payload.get("products") {
         Some(Value::Array(items)) if truthy(payload.get("generatePurchaseEventPerProduct")) => items.as_slice(),
@@ -248,14 +247,19 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
         inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_str()));
         for (i, product) in products.iter().enumerate() {
             let mut props = inherited.clone();
-            // The repair looks at the id as sent: after the index prefix.
-            let id = sent_insert_id(Value::String(format!("{i}{base_id}")), ctx, 0);
-            props.insert("$insert_id".into(), id);
+            props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
             let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
             props.insert("time".into(), Value::from(time.saturating_sub(offset)));
             if let Value::Object(fields) = product {
                 for (k, v) in fields {
                     props.insert(k.clone(), v.clone());
+                }
+            }
+            // The repair looks at the id as sent: after the index prefix, or
+            // the product's own `$insert_id` (its keys override).
+            if ctx.settings.repair_insert_ids {
+                if let Some(id) = props.get_mut("$insert_id") {
+                    *id = sent_insert_id(std::mem::take(id), ctx);
                 }
             }
             events.push(mixpanel_event(text("Product Purchased"), props));

@@ -88,12 +88,9 @@ impl WDest {
             }
             Err(e) => return Err(fail("writing the journal", e)),
         }
-        let mut limit = JOURNAL_REWRITE_MIN.max(totals.bytes / 8);
-        if totals.journal_cap > 0 {
-            limit = limit.min(totals.journal_cap);
-        }
-        // A snapshot must leave room for what follows it, or every write rewrites.
-        let limit = limit.max(2 * self.journal.snapshot_len);
+        let limit = JOURNAL_REWRITE_MIN
+            .max(totals.bytes / 8)
+            .max(2 * self.journal.snapshot_len);
         if self.journal.len > limit {
             self.rewrite_journal(totals)?;
         }

@@ -97,9 +97,6 @@ struct Totals {
     fsyncs: u64,
     /// Bytes freed by deleted segments since the disk last refused a group.
     freed: u64,
-    /// A journal longer than this is rewritten as a snapshot (half the room
-    /// kept for it under `max_bytes`, so it stays within the limit); 0: no cap.
-    journal_cap: u64,
 }
 
 pub(super) struct Writer {

@@ -27,7 +27,6 @@ impl Writer {
             buf: Vec::new(),
             full_need: 0,
         };
-        w.totals.journal_cap = super::super::journal_reserve(w.inner.limits.max_bytes) / 2;
         for entry in fs::read_dir(queue_dir).map_err(storage)? {
             let entry = entry.map_err(storage)?;
             let name = entry.file_name().to_string_lossy().into_owned();
