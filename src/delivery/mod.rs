@@ -283,7 +283,7 @@ impl Deliverer {
                                 body: &r.body,
                             },
                         ),
-                        answer_body(&r.body),
+                        answer_body(&r.body, r.truncated.then_some(r.length)),
                     ),
                     Err(e) => (classify(endpoint, &Answer::Network { error: e.clone() }), Value::Null),
                 };
@@ -365,13 +365,35 @@ impl Deliverer {
     }
 }
 
-/// Mixpanel's answer as JSON; a body that is not JSON is kept as text.
-fn answer_body(raw: &[u8]) -> Value {
-    match serde_json::from_slice(raw) {
-        Ok(v) => v,
-        Err(_) if raw.is_empty() => Value::Null,
-        Err(_) => Value::String(String::from_utf8_lossy(raw).chars().take(2000).collect()),
+/// The most of an answer kept with each record's result (dead letters, logs,
+/// per-event results).
+pub const KEPT_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Mixpanel's answer as JSON; a body that is not JSON, or longer than
+/// [`KEPT_ANSWER_BYTES`] (or cut at [`MAX_ANSWER_BYTES`]: `truncated` holds its
+/// length when known), is kept as the start of its text with the full length
+/// noted, so a huge answer never multiplies into every record's result.
+fn answer_body(raw: &[u8], truncated: Option<Option<u64>>) -> Value {
+    if raw.len() <= KEPT_ANSWER_BYTES && truncated.is_none() {
+        match serde_json::from_slice(raw) {
+            Ok(v) => return v,
+            Err(_) if raw.is_empty() => return Value::Null,
+            Err(_) if raw.len() <= 2000 => return Value::String(String::from_utf8_lossy(raw).into_owned()),
+            Err(_) => {}
+        }
     }
+    let keep = if raw.len() > KEPT_ANSWER_BYTES {
+        KEPT_ANSWER_BYTES
+    } else {
+        raw.len().min(2000)
+    };
+    let start = String::from_utf8_lossy(raw.get(..keep).unwrap_or(raw));
+    let length = match truncated {
+        None => raw.len().to_string(),
+        Some(Some(n)) => n.to_string(),
+        Some(None) => format!("more than {}", crate::mixpanel::client::MAX_ANSWER_BYTES),
+    };
+    Value::String(format!("{start}… [{length} bytes in all]"))
 }
 
 /// The result of a record not sent because an earlier record of its event failed.
@@ -477,6 +499,26 @@ mod tests {
             }),
         );
         (serve(app).await, seen)
+    }
+
+    #[test]
+    fn a_huge_answer_is_kept_as_its_start_with_its_length() {
+        let small = br#"{"error": "bad"}"#;
+        assert_eq!(answer_body(small, None), json!({"error": "bad"}));
+        assert_eq!(answer_body(b"oops", None), json!("oops"));
+        let huge = format!("{{\"error\": \"{}\"}}", "x".repeat(3 << 20));
+        let kept = answer_body(huge.as_bytes(), None);
+        let text = kept.as_str().unwrap();
+        assert!(text.len() < KEPT_ANSWER_BYTES + 100, "{}", text.len());
+        assert!(
+            text.ends_with(&format!("[{} bytes in all]", huge.len())),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        let cut = answer_body(&huge.as_bytes()[..1000], Some(None));
+        assert!(cut.as_str().unwrap().ends_with("[more than 1048576 bytes in all]"));
+        let cut = answer_body(&huge.as_bytes()[..1000], Some(Some(9_999_999)));
+        assert!(cut.as_str().unwrap().ends_with("[9999999 bytes in all]"));
     }
 
     /// A lane round: event 0's `$identify` fails for now, so event 1's `$set`

@@ -15,8 +15,18 @@ use super::api::{Endpoint, Request};
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// At most [`MAX_ANSWER_BYTES`] of the body.
     pub body: Vec<u8>,
+    /// The body was longer than what is kept: its length when Mixpanel said
+    /// (`content-length`), else `None` with `truncated` set.
+    pub truncated: bool,
+    pub length: Option<u64>,
 }
+
+/// The most of an answer's body that is read and kept: enough for a strict
+/// `/import` answer that lists every one of 2,000 refused records; anything
+/// longer is cut there (the connection is dropped rather than read to the end).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The process's client to Mixpanel (cheap to clone; clones share the pool).
 #[derive(Clone, Debug)]
@@ -66,11 +76,25 @@ impl Client {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.map_err(describe)?.to_vec();
+        let length = response.content_length();
+        let mut response = response;
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            let room = MAX_ANSWER_BYTES - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(Response {
             status,
             retry_after,
             body,
+            truncated,
+            length,
         })
     }
 }
@@ -122,6 +146,31 @@ fn describe(e: reqwest::Error) -> String {
 mod tests {
     use super::*;
     use std::io::Read as _;
+
+    #[tokio::test]
+    async fn a_huge_answer_is_read_only_up_to_the_cap() {
+        let app = axum::Router::new().route(
+            "/import",
+            axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "e".repeat(5 << 20)) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/import", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let wire = Wire {
+            url,
+            headers: vec![],
+            body: b"[]".to_vec(),
+        };
+        let answer = Client::new(Duration::from_secs(5))
+            .unwrap()
+            .send_wire(&wire)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.body.len(), MAX_ANSWER_BYTES);
+        assert!(answer.truncated);
+        assert_eq!(answer.length, Some(5 << 20));
+    }
 
     #[test]
     fn gzip_round_trips() {
