@@ -114,12 +114,36 @@ pub fn queue_limit(max_bytes: u64) -> u64 {
     max_bytes - journal_reserve(max_bytes)
 }
 
+/// Journal room kept for each queued event: its retry state or ack, written
+/// after it was accepted (a state is about 30 bytes; the rest covers the
+/// journal growing by one more round before it is rewritten).
+pub const STATE_ROOM: u64 = 64;
+
+/// Whether `n` more events of `size` bytes fit beside `on_disk` bytes and
+/// `depth` queued events: the events, and the journal room of every queued
+/// event, within [`queue_limit`].
+fn fits(on_disk: u64, depth: u64, n: u64, size: u64, max_bytes: u64) -> bool {
+    let room = depth.saturating_add(n).saturating_mul(STATE_ROOM);
+    on_disk.saturating_add(size).saturating_add(room) <= queue_limit(max_bytes)
+}
+
 /// The message of a refused append.
-fn full_message(on_disk: u64, max_bytes: u64) -> String {
+fn full_message(on_disk: u64, depth: u64, max_bytes: u64) -> String {
     format!(
-        "{on_disk} bytes on disk, limit {max_bytes} bytes ({} kept free for the ack journal)",
+        "{on_disk} bytes on disk, limit {max_bytes} bytes ({} kept free for the ack journal, and {STATE_ROOM} per \
+         queued event: {depth} queued)",
         journal_reserve(max_bytes)
     )
+}
+
+/// The journal length past which it is rewritten as a snapshot: within the
+/// room kept for it (half the reserve and half of each queued event's room),
+/// but always a quarter of the reserve past the last snapshot, so rewrites
+/// make progress.
+fn journal_rewrite_at(max_bytes: u64, depth: u64, snapshot_len: u64) -> u64 {
+    let reserve = journal_reserve(max_bytes);
+    let room = reserve / 2 + depth.saturating_mul(STATE_ROOM / 2);
+    room.max(snapshot_len + reserve / 4)
 }
 
 /// Size at which a destination's log starts a new segment, for a spool of at
@@ -448,7 +472,7 @@ impl Spool {
             return true;
         }
         let bytes = self.bytes();
-        let usable = queue_limit(self.inner.limits.max_bytes);
+        let usable = queue_limit(self.inner.limits.max_bytes).saturating_sub(self.depth().saturating_mul(STATE_ROOM));
         if bytes >= usable {
             return true;
         }
@@ -472,9 +496,10 @@ impl Spool {
         let size = encoded_size(&events);
         let bytes = self.bytes();
         let max = self.inner.limits.max_bytes;
-        if !events.is_empty() && bytes.saturating_add(size) > queue_limit(max) {
+        let depth = self.depth();
+        if !events.is_empty() && !fits(bytes, depth, events.len() as u64, size, max) {
             self.inner.refusing.store(true, Ordering::Relaxed);
-            return Err(SpoolError::Full(full_message(bytes, max)));
+            return Err(SpoolError::Full(full_message(bytes, depth, max)));
         }
         self.submit(Op::Append(events)).await.map(|_| ())
     }

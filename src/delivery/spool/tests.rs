@@ -153,16 +153,19 @@ fn append_read_ack_survive_reopen() {
 
 #[test]
 fn size_limit_refuses_appends() {
-    // One 8-byte event is a 24-byte record; half of a small limit is kept for
-    // the journal, so 40 of the 80 bytes are for events.
-    let (_dir, rt, spool) = open_small(80, 10);
-    assert_eq!(queue_limit(80), 40);
+    // One 8-byte event is a 24-byte record, and 64 bytes of journal room while
+    // it is queued. Half of a small limit is kept for the journal: 120 of the
+    // 240 bytes are for events, which holds one (88) but not two (176).
+    let (_dir, rt, spool) = open_small(240, 10);
+    assert_eq!(queue_limit(240), 120);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 8])])).unwrap();
     let e = rt
         .block_on(spool.append(vec![("a".into(), vec![b'x'; 8])]))
         .unwrap_err();
     assert!(
-        matches!(e, SpoolError::Full(ref m) if m.contains("24 bytes on disk, limit 80 bytes (40 kept free for the ack journal)")),
+        matches!(e, SpoolError::Full(ref m) if m.contains(
+            "24 bytes on disk, limit 240 bytes (120 kept free for the ack journal, and 64 per queued event: 1 queued)"
+        )),
         "{e}"
     );
     assert!(!spool.is_full());
@@ -171,11 +174,12 @@ fn size_limit_refuses_appends() {
 
 #[test]
 fn a_refused_append_fails_readiness_until_the_spool_drains() {
-    // 100 of the 200 bytes are for events, 100 for the journal.
-    let (dir, rt, spool) = open_small(200, 10);
+    // 160 of the 320 bytes are for events and their journal room: a 92-byte
+    // record and its 64 fit (156); one more does not.
+    let (dir, rt, spool) = open_small(320, 10);
     rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 76])])).unwrap();
     assert_eq!(spool.bytes(), 92);
-    assert!(!spool.is_full(), "92 of 100 bytes, nothing refused yet");
+    assert!(!spool.is_full(), "92 of 96 bytes, nothing refused yet");
     assert!(rt.block_on(spool.append(vec![("a".into(), vec![b'x'; 10])])).is_err());
     assert!(spool.is_full(), "an append was refused: not ready");
     let id = read_all(&spool, "a")[0].id;
@@ -187,8 +191,9 @@ fn a_refused_append_fails_readiness_until_the_spool_drains() {
 
 #[test]
 fn concurrent_appends_cannot_pass_the_limit() {
-    // 100 of the 200 bytes are for events.
-    let (_dir, rt, spool) = open_small(200, 10);
+    // 200 of the 400 bytes are for events: one 76-byte record and its 64 of
+    // room fit, two (280) do not.
+    let (_dir, rt, spool) = open_small(400, 10);
     let results = rt.block_on(async {
         let a = spool.append(vec![("a".into(), vec![b'x'; 60])]);
         let b = spool.append(vec![("a".into(), vec![b'y'; 60])]);
@@ -198,7 +203,7 @@ fn concurrent_appends_cannot_pass_the_limit() {
         [results.0.is_ok(), results.1.is_ok()].iter().filter(|ok| **ok).count(),
         1
     );
-    assert!(spool.bytes() <= 100);
+    assert!(spool.bytes() + STATE_ROOM <= queue_limit(400));
     spool.close();
 }
 

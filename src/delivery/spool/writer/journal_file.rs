@@ -90,7 +90,11 @@ impl WDest {
         }
         let limit = JOURNAL_REWRITE_MIN
             .max(totals.bytes / 8)
-            .max(2 * self.journal.snapshot_len);
+            .min(super::super::journal_rewrite_at(
+                totals.max_bytes,
+                totals.depth,
+                self.journal.snapshot_len,
+            ));
         if self.journal.len > limit {
             self.rewrite_journal(totals)?;
         }

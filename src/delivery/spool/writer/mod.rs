@@ -97,6 +97,8 @@ struct Totals {
     fsyncs: u64,
     /// Bytes freed by deleted segments since the disk last refused a group.
     freed: u64,
+    /// The spool's `max_bytes` (journals are rewritten within its reserve).
+    max_bytes: u64,
 }
 
 pub(super) struct Writer {
@@ -201,9 +203,10 @@ impl Writer {
                         continue;
                     }
                     let on_disk = self.totals.bytes + st.bytes;
-                    if on_disk.saturating_add(size) > super::queue_limit(max) {
+                    let depth = self.totals.depth + staged.iter().map(|(_, n)| n).sum::<u64>();
+                    if !super::fits(on_disk, depth, events.len() as u64, size, max) {
                         self.inner.refusing.store(true, Ordering::Relaxed);
-                        results[i] = Some(Err(SpoolError::Full(super::full_message(on_disk, max))));
+                        results[i] = Some(Err(SpoolError::Full(super::full_message(on_disk, depth, max))));
                         continue;
                     }
                     match self.stage(events.iter().map(|(d, e)| (d.as_str(), e.as_slice())), &mut st) {

@@ -27,6 +27,7 @@ impl Writer {
             buf: Vec::new(),
             full_need: 0,
         };
+        w.totals.max_bytes = w.inner.limits.max_bytes;
         for entry in fs::read_dir(queue_dir).map_err(storage)? {
             let entry = entry.map_err(storage)?;
             let name = entry.file_name().to_string_lossy().into_owned();
