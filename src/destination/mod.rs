@@ -149,6 +149,13 @@ pub fn load_subscriptions(configs: &[SubscriptionConfig]) -> Result<Vec<Subscrip
             Ok(s) => out.push(s),
             Err(e) => errors.push(e),
         }
+        // Templates that fail for every event are configuration errors here.
+        for (path, problem) in crate::mapping::kit::liquid_problems(&config.mapping) {
+            errors.push(SubscriptionError {
+                subscription: config.name.clone(),
+                message: format!("{path}: {problem}"),
+            });
+        }
     }
     if errors.is_empty() {
         Ok(out)

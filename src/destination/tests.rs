@@ -117,3 +117,38 @@ fn at_most_fifty_subscriptions() {
     let errors = load_subscriptions(&configs).unwrap_err();
     assert!(errors[0].message.contains("at most 50"));
 }
+
+#[test]
+fn templates_that_can_never_render_are_refused_at_load() {
+    let sub = |name: &str, template: String| SubscriptionConfig {
+        name: name.into(),
+        subscribe: "type = \"track\"".into(),
+        partner_action: "trackEvent".into(),
+        mapping: json!({"event": {"@liquid": template}, "event_properties": {"@path": "$.properties"}}),
+        enabled: None,
+        id: None,
+    };
+    let configs = vec![
+        sub("loop", "{% for x in properties.items %}{{ x }}{% endfor %}".into()),
+        sub("long", format!("{{{{ event }}}}{}", "x".repeat(1000))),
+        sub("fine", "{{ event | upcase }}".into()),
+    ];
+    let errors = load_subscriptions(&configs).unwrap_err();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.subscription, e.message))
+        .collect();
+    assert_eq!(errors.len(), 2, "{text:?}");
+    assert!(
+        text[0].starts_with("loop: mapping.event: ") && text[0].contains("\"for\""),
+        "{text:?}"
+    );
+    assert!(
+        text[1].starts_with("long: mapping.event: ") && text[1].contains("1000 characters"),
+        "{text:?}"
+    );
+    // The event tester (reference-shaped cases) keeps the reference's per-event
+    // errors: it loads them.
+    let (loaded, lenient_errors) = load_subscriptions_lenient(&configs);
+    assert_eq!((loaded.len(), lenient_errors.len()), (3, 0));
+}

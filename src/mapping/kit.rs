@@ -64,6 +64,36 @@ impl From<Fail> for MappingError {
 /// directives, directive objects with other keys, wrong option types, missing
 /// required options, `@replace` patterns over 10 characters, `@if` without
 /// `exists`/`blank`, ... All problems are listed, separated by a space.
+/// Every `@liquid` template in `mapping` that can never render (too long, a tag
+/// or filter outside the supported subset, a syntax error), as `(path, problem)`.
+/// The reference finds these per event; configuration files are checked with it
+/// at load, so such a mapping is refused before any event is accepted.
+pub fn liquid_problems(mapping: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(template)) = map.get("@liquid") {
+                    if let Err(e) = liquid::check(template) {
+                        out.push((path.to_owned(), e));
+                    }
+                }
+                for (k, child) in map {
+                    walk(child, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(mapping, "mapping", &mut out);
+    out
+}
+
 pub fn validate(mapping: &Value) -> Result<(), MappingError> {
     let mapping = mapping_to_process(mapping)?;
     let found = validate::problems(&mapping);

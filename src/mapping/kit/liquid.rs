@@ -102,6 +102,22 @@ pub(crate) fn evaluate(template: &Value, data: Data<'_>) -> Result<String, Strin
     parsed.render(&globals).map_err(|e| liquid_message(&e))
 }
 
+/// Checks a template as rendering would, without an event: its length, the
+/// supported subset of tags and filters, and that it parses. A template that
+/// fails here fails for every event.
+pub(crate) fn check(template: &str) -> Result<(), String> {
+    if template.is_empty() {
+        return Ok(());
+    }
+    if super::value::utf16_len(template) > MAX_TEMPLATE_LENGTH {
+        return Err(format!(
+            "liquid template values are limited to {MAX_TEMPLATE_LENGTH} characters"
+        ));
+    }
+    prescan(template)?;
+    parser()?.parse(template).map(|_| ()).map_err(|e| liquid_message(&e))
+}
+
 fn parser() -> Result<&'static liquid::Parser, String> {
     static PARSER: OnceLock<Option<liquid::Parser>> = OnceLock::new();
     PARSER
