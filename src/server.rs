@@ -2,14 +2,28 @@
 //! serve the API, and stop gracefully on SIGTERM/SIGINT: readiness fails first,
 //! in-flight requests finish, workers flush what they can within
 //! `shutdown_timeout`, and what is left is delivered after the next start.
+//!
+//! Connections are served by our own accept loop over hyper-util's auto builder
+//! (HTTP/1.1, and HTTP/2 with prior knowledge), so hostile clients are bounded:
+//! `limits.max_connections` open at once (more are answered 503 and closed at
+//! once), `limits.header_timeout` to send a request's headers,
+//! `limits.idle_timeout` without a request in flight; `limits.body_timeout`
+//! (ingest) and `limits.max_requests` (the router) do the rest.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -21,11 +35,12 @@ use crate::delivery::{Deliverer, RetryPolicy};
 use crate::ingest::{self, AppState};
 use crate::mixpanel::client::Client;
 
-/// Requests handled at once; more wait for a slot (bounds memory: each holds up to
-/// `max_request_bytes` twice plus its parsed events).
-pub const MAX_CONCURRENT_REQUESTS: usize = 256;
-/// A client that takes longer than this to send its body is cut off.
-pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest HTTP/1.1 read buffer per connection, which bounds a request's head
+/// (larger heads get 431): 64 KiB per connection instead of hyper's ~400 KiB.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+/// How long to wait before accepting again after `accept` failed for want of
+/// file descriptors or memory.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Builds the shared state from a validated configuration (opens the spool in
 /// `spool` mode).
@@ -105,6 +120,7 @@ pub async fn serve(
         orphaned_to_dead_letters(spool, &state.config).await;
     }
     let spool = state.spool.clone();
+    let limits = state.config.limits;
     let app = ingest::app(state)
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http());
@@ -122,13 +138,21 @@ pub async fn serve(
         tracing::info!("shutting down: no new requests, finishing in-flight ones");
     };
     let deadline = state_shutdown_timeout;
-    let serving = axum::serve(listener, app).with_graceful_shutdown(stop);
+    let connections = Connections {
+        limits: ConnectionLimits::from(&limits),
+        drain: CancellationToken::new(),
+        close: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    let close_connections = connections.close.clone();
+    let serving = accept_loop(listener, app, limits.max_connections, connections, stop);
     tokio::select! {
-        result = serving => result?,
+        () = serving => {}
         () = async { stopping.notified().await; tokio::time::sleep(deadline).await } => {
             tracing::warn!("shutdown timeout: closing connections still in flight");
         }
     }
+    close_connections.cancel();
     stop_workers.cancel();
     if tokio::time::timeout(deadline + Duration::from_secs(1), workers.wait())
         .await
@@ -144,6 +168,221 @@ pub async fn serve(
         spool.close();
     }
     Ok(())
+}
+
+/// What every connection task shares.
+#[derive(Clone)]
+struct Connections {
+    limits: ConnectionLimits,
+    /// Shutdown: finish the requests in flight, then close.
+    drain: CancellationToken,
+    /// Shutdown timeout: close now.
+    close: CancellationToken,
+    tasks: TaskTracker,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl From<&crate::config::Limits> for ConnectionLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        ConnectionLimits {
+            header_timeout: l.header_timeout,
+            idle_timeout: l.idle_timeout,
+        }
+    }
+}
+
+/// Accepts connections until `stop` completes; then stops listening (new
+/// connections are refused), lets every connection finish its requests in
+/// flight, and returns when all are closed.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    connections: Connections,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(connections.limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors or memory: pause instead of spinning.
+                tracing::warn!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse(stream, max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.tasks.spawn(serve_connection(
+            stream,
+            builder.clone(),
+            app.clone(),
+            connections.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    connections.drain.cancel();
+    connections.tasks.close();
+    connections.tasks.wait().await;
+}
+
+/// Errors of one connection that leave the listener fine.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A connection beyond `limits.max_connections`: answered 503 if the socket
+/// takes the bytes right away (never waiting on the peer), then closed.
+fn refuse(stream: TcpStream, max_connections: usize) {
+    let body = format!(
+        "{{\"success\":false,\"code\":\"too_many_connections\",\"message\":\"the server has {max_connections} connections open (limits.max_connections); retry later\"}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    tracing::debug!(max_connections, "connection refused: limits.max_connections reached");
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `opened` to the end of the last request; `u64::MAX`
+    /// before the first one.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    /// When the connection is idle for too long: `None` while a request is in
+    /// flight. Before its first request a connection has `header_timeout` (a
+    /// client that sends nothing, or never finishes the first bytes by which
+    /// the protocol is recognized, is closed); after one, `idle_timeout`.
+    fn idle_deadline(&self, limits: ConnectionLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(match self.last_end_ms.load(Ordering::SeqCst) {
+            u64::MAX => self.opened + limits.header_timeout,
+            ms => self.opened + Duration::from_millis(ms) + limits.idle_timeout,
+        })
+    }
+}
+
+/// Counts one request in flight while it lives.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: &Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.last_end_ms.store(ms.min(u64::MAX - 1), Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves one connection until it ends, it is idle too long, or shutdown.
+async fn serve_connection(
+    stream: TcpStream,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    connections: Connections,
+    _slot: OwnedSemaphorePermit,
+) {
+    let limits = connections.limits;
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        last_end_ms: AtomicU64::new(u64::MAX),
+    });
+    let tracked = activity.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let busy = Busy::start(&tracked);
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await;
+            drop(busy);
+            response
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    // Checked at least this often, so that no deadline is passed by more
+    // than the time it takes to notice it.
+    let recheck = limits.header_timeout.min(limits.idle_timeout);
+    let timer = tokio::time::sleep(recheck);
+    tokio::pin!(timer);
+    let mut draining = false;
+    let mut idle_closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                return;
+            }
+            () = connections.drain.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = connections.close.cancelled() => return,
+            () = &mut timer => {
+                // A peer that ignores the graceful close (HTTP/2 GOAWAY) is dropped.
+                if idle_closing {
+                    return;
+                }
+                let now = Instant::now();
+                match activity.idle_deadline(limits) {
+                    None => timer.as_mut().reset(now + recheck),
+                    Some(at) if at > now => timer.as_mut().reset(at),
+                    Some(_) => {
+                        tracing::debug!("closing an idle connection");
+                        idle_closing = true;
+                        connection.as_mut().graceful_shutdown();
+                        timer.as_mut().reset(now + limits.header_timeout);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Events queued for a destination that is no longer configured would wait

@@ -100,7 +100,7 @@ fn default_listen() -> String {
     "0.0.0.0:8080".into()
 }
 
-/// Ingest limits.
+/// Ingest and connection limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
@@ -112,6 +112,20 @@ pub struct RawLimits {
     pub max_nesting_depth: usize,
     /// Most events in one batch request.
     pub max_batch_events: usize,
+    /// Time a client has to send a request's headers (from the moment the
+    /// connection waits for a request); slower clients are disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body; then 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Requests handled at once; more are answered 503 (`overloaded`).
+    pub max_requests: usize,
 }
 
 impl Default for RawLimits {
@@ -121,6 +135,11 @@ impl Default for RawLimits {
             max_request_bytes: ByteSize::kb(500),
             max_nesting_depth: 64,
             max_batch_events: 2500,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_requests: 256,
         }
     }
 }
@@ -239,6 +258,16 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_nesting_depth: usize,
     pub max_batch_events: usize,
+    /// Time to send a request's headers (> 0).
+    pub header_timeout: Duration,
+    /// Time to send a request's body (> 0); then 408 `body_timeout`.
+    pub body_timeout: Duration,
+    /// Time a connection may stay without a request in flight (> 0).
+    pub idle_timeout: Duration,
+    /// Connections open at once (≥ 1).
+    pub max_connections: usize,
+    /// Requests handled at once (≥ 1); more get 503 `overloaded`.
+    pub max_requests: usize,
 }
 
 /// The validated configuration the server runs on.
@@ -320,6 +349,11 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
         max_request_bytes: usize::try_from(l.max_request_bytes.as_u64()).unwrap_or(usize::MAX),
         max_nesting_depth: l.max_nesting_depth,
         max_batch_events: l.max_batch_events,
+        header_timeout: l.header_timeout,
+        body_timeout: l.body_timeout,
+        idle_timeout: l.idle_timeout,
+        max_connections: l.max_connections,
+        max_requests: l.max_requests,
     };
     if limits.max_event_bytes == 0 || limits.max_request_bytes < limits.max_event_bytes {
         problems.push("limits: max_event_bytes must be > 0 and at most max_request_bytes".into());
@@ -329,6 +363,21 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
     }
     if limits.max_batch_events == 0 {
         problems.push("limits.max_batch_events: must be at least 1".into());
+    }
+    for (key, value) in [
+        ("header_timeout", limits.header_timeout),
+        ("body_timeout", limits.body_timeout),
+        ("idle_timeout", limits.idle_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(format!("limits.{key}: must be > 0 (a duration such as \"10s\")"));
+        }
+    }
+    if limits.max_connections == 0 {
+        problems.push("limits.max_connections: must be at least 1".into());
+    }
+    if limits.max_requests == 0 {
+        problems.push("limits.max_requests: must be at least 1".into());
     }
     let d = &raw.delivery;
     if d.backoff_initial.is_zero() || d.backoff_max < d.backoff_initial {

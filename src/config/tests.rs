@@ -102,3 +102,38 @@ fn an_empty_project_token_is_a_config_error() {
         "on by default in the server's configuration"
     );
 }
+
+#[test]
+fn server_limits_have_defaults_and_refuse_zero() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+    let c = load_with_env(&path, no_env()).unwrap();
+    assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.max_connections, 1024);
+    assert_eq!(c.limits.max_requests, 256);
+    let f = write(
+        ".toml",
+        r#"
+[limits]
+header_timeout = "0s"
+body_timeout = "0s"
+idle_timeout = "0ms"
+max_connections = 0
+max_requests = 0
+[[destinations]]
+id = "a"
+write_keys = ["k"]
+"#,
+    );
+    let all = load_with_env(f.path(), no_env()).unwrap_err().problems.join("\n");
+    for key in [
+        "limits.header_timeout: must be > 0",
+        "limits.body_timeout: must be > 0",
+        "limits.idle_timeout: must be > 0",
+        "limits.max_connections: must be at least 1",
+        "limits.max_requests: must be at least 1",
+    ] {
+        assert!(all.contains(key), "{key} missing in: {all}");
+    }
+}

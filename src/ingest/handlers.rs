@@ -64,11 +64,26 @@ async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
     let limits = &state.config.limits;
     // The raw body may not exceed the decompressed limit either.
-    to_bytes(body, limits.max_request_bytes).await.map_err(|_| {
-        ApiError::too_large(format!(
-            "request body exceeds the limit of {} bytes",
-            limits.max_request_bytes
-        ))
+    within_body_timeout(limits.body_timeout, to_bytes(body, limits.max_request_bytes))
+        .await?
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "request body exceeds the limit of {} bytes",
+                limits.max_request_bytes
+            ))
+        })
+}
+
+/// Reading a whole body may take `limit` at most (a client trickling it in
+/// would otherwise hold its request slot and its bytes for as long as it likes);
+/// then 408 `body_timeout`, and the connection is closed.
+async fn within_body_timeout<T>(limit: Duration, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    tokio::time::timeout(limit, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within limits.body_timeout ({limit:?})"),
+        )
     })
 }
 
@@ -434,6 +449,11 @@ pub async fn admin_config(State(state): State<AppState>, headers: HeaderMap) -> 
             "max_request_bytes": c.limits.max_request_bytes,
             "max_nesting_depth": c.limits.max_nesting_depth,
             "max_batch_events": c.limits.max_batch_events,
+            "header_timeout_ms": u64::try_from(c.limits.header_timeout.as_millis()).unwrap_or(u64::MAX),
+            "body_timeout_ms": u64::try_from(c.limits.body_timeout.as_millis()).unwrap_or(u64::MAX),
+            "idle_timeout_ms": u64::try_from(c.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            "max_connections": c.limits.max_connections,
+            "max_requests": c.limits.max_requests,
         },
         "destinations": destinations,
     }))
@@ -546,9 +566,9 @@ async fn selected_ids(spool: &Spool, filter: &DeadFilter) -> Result<Vec<u64>, Ap
         .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))
 }
 
-async fn filter_body(body: Body) -> Result<DeadFilter, ApiError> {
-    let raw = to_bytes(body, 1 << 20)
-        .await
+async fn filter_body(body: Body, body_timeout: Duration) -> Result<DeadFilter, ApiError> {
+    let raw = within_body_timeout(body_timeout, to_bytes(body, 1 << 20))
+        .await?
         .map_err(|_| ApiError::too_large("filter body exceeds 1 MiB"))?;
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeadFilter::default());
@@ -566,7 +586,7 @@ async fn dead_letters_apply(
     verb: &str,
 ) -> Result<Response, ApiError> {
     let spool = admin_spool(state, headers)?;
-    let filter = filter_body(body).await?;
+    let filter = filter_body(body, state.config.limits.body_timeout).await?;
     let ids = selected_ids(spool, &filter).await?;
     let n = spool
         .submit(op(ids))

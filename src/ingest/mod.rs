@@ -15,9 +15,15 @@ pub mod sink;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
 
 use crate::config::AppConfig;
 use crate::delivery::spool::Spool;
@@ -62,15 +68,20 @@ impl AppState {
     }
 }
 
-/// The router of the whole API.
+/// The router of the whole API. Every route but the probes (`/healthz`,
+/// `/readyz`, `/metrics`) counts against `limits.max_requests`: beyond it a
+/// request is answered at once with 503 `overloaded` and `Retry-After`, instead
+/// of waiting (the probes stay answerable under load, so an orchestrator does not
+/// restart a process that is only busy).
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(state.config.limits.max_requests));
+    let api = Router::new()
         .route("/v1/destinations/{id}/events", post(handlers::destination_events))
         .route("/v1/destinations/{id}/preview", post(handlers::destination_preview))
         .route("/v1/{kind}", post(handlers::segment_api))
-        .route("/metrics", get(handlers::metrics))
         .route("/admin/config", get(handlers::admin_config))
         .route(
             "/admin/dead-letters",
@@ -78,7 +89,32 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/admin/dead-letters/replay", post(handlers::dead_letters_replay))
         .route("/admin/dead-letters/{id}", get(handlers::dead_letters_show))
-        .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(shed);
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .merge(api)
+        .fallback(handlers::not_found)
         .with_state(state)
+}
+
+/// How long a sender refused for load should wait.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The answer when `limits.max_requests` requests are already being handled.
+async fn overloaded(error: BoxError) -> ApiError {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "overloaded",
+            message: "too many requests in progress (limits.max_requests); retry later".into(),
+            retry_after: Some(OVERLOADED_RETRY_AFTER),
+        }
+    } else {
+        tracing::error!(error = %error, "request failed in a middleware");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
 }
