@@ -323,11 +323,82 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ConfigError::one(format!("{}: {}", path.display(), without_values(&e))))?;
     let raw: RawConfig = built
         .try_deserialize()
-        .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ConfigError::one(format!("{}: {}", path.display(), without_values(&e))))?;
     validate(raw, |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
+/// A configuration error that names the key and the problem, never the value:
+/// any key may hold a secret. Type errors keep the key and the kinds; syntax
+/// errors keep their position and message, not the quoted line; values quoted
+/// in other messages are left out.
+fn without_values(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        } => {
+            // Its text is the kind then the value (`string "..."`): the kind only.
+            let shown = unexpected.to_string();
+            let found = shown.split_whitespace().next().unwrap_or("a value").to_owned();
+            match key {
+                Some(k) => format!("{k}: expected {expected}, found {found}"),
+                None => format!("expected {expected}, found {found}"),
+            }
+        }
+        config::ConfigError::FileParse { cause, .. } => {
+            // TOML's message quotes the offending line (`3 | token = "..."`)
+            // under a position line: keep the position and the message.
+            let text = cause.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with('^'))
+                .collect();
+            format!("syntax error: {}", lines.join("; "))
+        }
+        other => redact_quoted(&other.to_string()),
+    }
+}
+
+/// serde's `invalid type: string "…", expected …` (and `invalid value:`) without
+/// the value: numbers are shown in backticks there, strings in quotes.
+fn drop_serde_values(text: &str) -> String {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re =
+        RE.get_or_init(|| regex::Regex::new(r"invalid (type|value): ([a-z ]+?)(?: (?:`[^`]*`|\S+))?, expected").ok());
+    match re {
+        Some(re) => re.replace_all(text, "invalid $1: $2, expected").into_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// `text` with every double-quoted part replaced by `"…"`, and serde's values
+/// left out.
+fn redact_quoted(text: &str) -> String {
+    let text = drop_serde_values(text);
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    if inside {
+        out.push('…');
+    }
+    out
 }
 
 /// Validates a raw configuration; `env` reads the variables named by `*_env` keys.
@@ -336,10 +407,7 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(e) => {
-            problems.push(format!(
-                "listen: \"{}\" is not an address such as 0.0.0.0:8080 ({e})",
-                raw.listen
-            ));
+            problems.push(format!("listen: is not an address such as 0.0.0.0:8080 ({e})"));
             None
         }
     };
@@ -464,7 +532,7 @@ fn destination_config(
     let region = match rd.api_region.as_deref() {
         None => Region::Us,
         Some(r) => Region::parse(r).unwrap_or_else(|| {
-            problems.push(format!("api_region: \"{r}\" is not one of US, EU, IN"));
+            problems.push("api_region: is not one of US, EU, IN".to_owned());
             Region::Us
         }),
     };
@@ -485,16 +553,14 @@ fn destination_config(
                 ImportAuth::SecretOrToken
             }
         },
-        Some(other) => {
-            problems.push(format!(
-                "import_auth: \"{other}\" is not one of secret, project_token, service_account"
-            ));
+        Some(_) => {
+            problems.push("import_auth: is not one of secret, project_token, service_account".to_owned());
             ImportAuth::SecretOrToken
         }
     };
     if let Some(url) = &rd.api_base_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            problems.push(format!("api_base_url: \"{url}\" must start with http:// or https://"));
+            problems.push("api_base_url: must start with http:// or https://".to_owned());
         }
     }
     let batch_size = rd.batch_size.unwrap_or(destination::DEFAULT_BATCH_SIZE);

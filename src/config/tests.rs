@@ -52,7 +52,11 @@ subscriptions = [{name = "s1", subscribe = "(type = \"track\"", partnerAction = 
     let all = e.problems.join("\n");
     assert!(all.contains("listen"), "{all}");
     assert!(all.contains("destinations[0] (id \"a\").write_keys"), "{all}");
-    assert!(all.contains("api_region: \"mars\""), "{all}");
+    assert!(all.contains("api_region: is not one of"), "{all}");
+    assert!(
+        !all.contains("mars") && !all.contains("nowhere"),
+        "no values in errors: {all}"
+    );
     assert!(all.contains("batch_size: 5000"), "{all}");
     assert!(
         all.contains("destinations[1] (id \"b\").subscriptions[\"s1\"]"),
@@ -136,4 +140,47 @@ write_keys = ["k"]
     ] {
         assert!(all.contains(key), "{key} missing in: {all}");
     }
+}
+
+#[test]
+fn config_errors_name_the_key_never_the_value() {
+    const SECRET: &str = "s3cr3t-value-Zq9";
+    let cases = [
+        // A type error on a key that is not a known secret.
+        format!("[[destinations]]\nid = \"a\"\nwrite_keys = \"{SECRET}\"\nproject_token = \"t\"\n"),
+        // A syntax error on the line that holds the secret.
+        format!("[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\nproject_token = \"{SECRET}\n"),
+        format!("listen = \"{SECRET}\"\n[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\n"),
+        format!("[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\napi_region = \"{SECRET}\"\n"),
+        format!("[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\nimport_auth = \"{SECRET}\"\n"),
+        format!("[[destinations]]\nid = \"a\"\nwrite_keys = [\"k\"]\napi_base_url = \"ftp://u:{SECRET}@h\"\n"),
+        format!("[limits]\nmax_event_bytes = \"{SECRET}\"\n"),
+        // A number where a list is expected: serde shows numbers in backticks.
+        "[[destinations]]\nid = \"a\"\nwrite_keys = 987654321\n".to_owned(),
+    ];
+    for text in cases {
+        let f = write(".toml", &text);
+        let e = load_with_env(f.path(), no_env()).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(
+            !all.contains(SECRET) && !all.contains("987654321"),
+            "the value leaked: {all}"
+        );
+        assert!(!all.trim().is_empty());
+    }
+    let f = write(
+        ".toml",
+        &format!("[[destinations]]\nid = \"a\"\nwrite_keys = \"{SECRET}\"\nproject_token = \"t\"\n"),
+    );
+    let all = load_with_env(f.path(), no_env()).unwrap_err().problems.join("\n");
+    assert!(
+        all.contains("write_keys") && all.contains("string"),
+        "names the key and the kinds: {all}"
+    );
+    let f = write(".toml", &format!("listen = \"{SECRET}\n"));
+    let all = load_with_env(f.path(), no_env()).unwrap_err().problems.join("\n");
+    assert!(
+        all.contains("syntax error") && all.contains("line 1"),
+        "keeps the position: {all}"
+    );
 }
