@@ -45,6 +45,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Builds the shared state from a validated configuration (opens the spool in
 /// `spool` mode).
 pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
+    let body_bytes = config.limits.max_body_bytes_in_flight.min(u32::MAX as usize);
     let client = Client::new(config.delivery.request_timeout)?;
     let retry = RetryPolicy {
         backoff: Backoff {
@@ -70,6 +71,7 @@ pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
         metrics: crate::telemetry::install_prometheus(),
         ready: Arc::new(AtomicBool::new(false)),
         ingest_cpu: Arc::new(tokio::sync::Semaphore::new(ingest::ingest_parallelism())),
+        body_bytes: Arc::new(tokio::sync::Semaphore::new(body_bytes)),
     })
 }
 

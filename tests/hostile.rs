@@ -366,3 +366,66 @@ async fn a_request_head_over_64_kib_gets_431() {
         "{outcome:?}"
     );
 }
+
+/// Uploads stalled short of their end hold their declared bytes of
+/// `limits.max_body_bytes_in_flight`: past it, a request is answered 503
+/// `overloaded` before its body is read, a small one still fits, and the bytes
+/// come back when the stalled senders go.
+#[tokio::test]
+async fn body_bytes_in_flight_are_capped() {
+    let mock = Mock::start().await;
+    let limits = json!({"max_event_bytes": "4KB", "max_request_bytes": "9KB", "max_body_bytes_in_flight": "20KB",
+                        "body_timeout": "10s"});
+    let server = server(&mock, limits).await;
+    // Two uploads declare 9,000 bytes each and stall after a few.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(track_head(9000).as_bytes()).await.unwrap();
+        stream.write_all(b"{\"type\":").await.unwrap();
+        stalled.push(stream);
+    }
+    // A third large one finds 2,000 bytes left: refused at once, unread.
+    let deadline = Instant::now() + BOUND;
+    let refused = loop {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(track_head(9000).as_bytes()).await.unwrap();
+        let outcome = read_outcome(&mut stream, Duration::from_secs(2)).await;
+        if outcome.status() == Some(503) || Instant::now() > deadline {
+            break outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let Outcome::Answer { status, head, json } = refused else {
+        panic!("no answer: {refused:?}");
+    };
+    assert_eq!(status, 503, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert_eq!(json["code"], "overloaded");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.max_body_bytes_in_flight"),
+        "{json}"
+    );
+    // A small request fits in what is left.
+    let small = server.client.post("/v1/track", KEY, &track("u", "E", "m-small")).await;
+    assert_eq!(small.status, 200, "{small:?}");
+    // The stalled senders go: their bytes are free again.
+    drop(stalled);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let body = serde_json::to_vec(&track("u", "E", "m-big")).unwrap();
+        let padded = [body.clone(), vec![b' '; 8000 - body.len()]].concat();
+        stream.write_all(track_head(padded.len()).as_bytes()).await.unwrap();
+        stream.write_all(&padded).await.unwrap();
+        let outcome = read_outcome(&mut stream, Duration::from_secs(2)).await;
+        if outcome.status() == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bytes not freed: {outcome:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -126,6 +126,8 @@ pub struct RawLimits {
     pub max_connections: usize,
     /// Requests handled at once; more are answered 503 (`overloaded`).
     pub max_requests: usize,
+    /// Bytes of request bodies read or parsed at once; beyond, 503 (`overloaded`).
+    pub max_body_bytes_in_flight: ByteSize,
 }
 
 impl Default for RawLimits {
@@ -140,6 +142,7 @@ impl Default for RawLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_requests: 256,
+            max_body_bytes_in_flight: ByteSize::mib(64),
         }
     }
 }
@@ -268,6 +271,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests handled at once (≥ 1); more get 503 `overloaded`.
     pub max_requests: usize,
+    /// Bytes of request bodies read or parsed at once (≥ `max_request_bytes`).
+    pub max_body_bytes_in_flight: usize,
 }
 
 /// The validated configuration the server runs on.
@@ -422,7 +427,12 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
         idle_timeout: l.idle_timeout,
         max_connections: l.max_connections,
         max_requests: l.max_requests,
+        max_body_bytes_in_flight: usize::try_from(l.max_body_bytes_in_flight.as_u64()).unwrap_or(usize::MAX),
     };
+    if limits.max_body_bytes_in_flight < limits.max_request_bytes || limits.max_body_bytes_in_flight > u32::MAX as usize
+    {
+        problems.push("limits.max_body_bytes_in_flight: must be at least max_request_bytes and at most 4GiB".into());
+    }
     if limits.max_event_bytes == 0 || limits.max_request_bytes < limits.max_event_bytes {
         problems.push("limits: max_event_bytes must be > 0 and at most max_request_bytes".into());
     }

@@ -56,22 +56,54 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let raw = read_body(state, body).await?;
+    let (raw, _held) = read_body(state, headers, body).await?;
     let limits = &state.config.limits;
     parse_json(headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)
 }
 
-async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+/// Reads a request body, holding its share of `limits.max_body_bytes_in_flight`
+/// (its `content-length`, or `max_request_bytes` when it does not say) for as
+/// long as the caller keeps the permit. None left: 503 `overloaded` at once,
+/// before any byte is read.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(axum::body::Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let limits = &state.config.limits;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let share = declared
+        .unwrap_or(limits.max_request_bytes)
+        .min(limits.max_request_bytes)
+        .max(1);
+    let held = state
+        .body_bytes
+        .clone()
+        .try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX))
+        .map_err(|_| {
+            let mut e = ApiError::unavailable(
+                format!(
+                    "request bodies in flight are at limits.max_body_bytes_in_flight ({} bytes); retry later",
+                    limits.max_body_bytes_in_flight
+                ),
+                Duration::from_secs(1),
+            );
+            e.code = "overloaded";
+            e
+        })?;
     // The raw body may not exceed the decompressed limit either.
-    within_body_timeout(limits.body_timeout, to_bytes(body, limits.max_request_bytes))
+    let bytes = within_body_timeout(limits.body_timeout, to_bytes(body, limits.max_request_bytes))
         .await?
         .map_err(|_| {
             ApiError::too_large(format!(
                 "request body exceeds the limit of {} bytes",
                 limits.max_request_bytes
             ))
-        })
+        })?;
+    Ok((bytes, held))
 }
 
 /// Reading a whole body may take `limit` at most (a client trickling it in
@@ -117,7 +149,7 @@ pub async fn segment_api(
     body: Body,
 ) -> Result<Response, ApiError> {
     let route = RouteKind::parse(&kind).ok_or_else(|| ApiError::not_found(format!("no route for /v1/{kind}")))?;
-    let raw = read_body(&state, body).await?;
+    let (raw, held) = read_body(&state, &headers, body).await?;
     // In spool mode the CPU work of ingest (parse, validate, enrich,
     // serialize) holds a permit, so senders posting flat out leave the delivery
     // workers their share of the CPU. Reading the body holds none, so a slow
@@ -129,6 +161,7 @@ pub async fn segment_api(
     let limits = &state.config.limits;
     let value = parse_json(&headers, &raw, limits.max_request_bytes, limits.max_nesting_depth)?;
     drop(raw);
+    drop(held);
     let key = events::write_key(authorization(&headers), &value).ok_or_else(|| {
         ApiError::unauthorized("missing write key: send it as the Basic auth user name or as \"writeKey\"")
     })?;

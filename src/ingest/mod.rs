@@ -46,6 +46,9 @@ pub struct AppState {
     /// senders posting flat out leave the delivery workers their share of the
     /// CPU (the spool absorbs what they cannot deliver yet).
     pub ingest_cpu: Arc<tokio::sync::Semaphore>,
+    /// Bytes of request bodies being read or parsed at once
+    /// (`limits.max_body_bytes_in_flight`).
+    pub body_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many request bodies are parsed at once: half the cores, at least one.
