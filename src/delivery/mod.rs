@@ -399,15 +399,6 @@ fn answer_body(raw: &[u8], truncated: Option<Option<u64>>) -> Value {
 /// The result of a record not sent because an earlier record of its event failed.
 fn skipped(earlier: &ItemResult) -> ItemResult {
     match earlier {
-        ItemResult::Failed {
-            message,
-            retry_after,
-            throttled,
-        } => ItemResult::Failed {
-            message: format!("not sent: an earlier request of this event failed ({message})"),
-            retry_after: *retry_after,
-            throttled: *throttled,
-        },
         ItemResult::Rejected {
             status,
             message,
@@ -417,7 +408,7 @@ fn skipped(earlier: &ItemResult) -> ItemResult {
             message: format!("not sent: an earlier request of this event was rejected ({message})"),
             answer: answer.clone(),
         },
-        ItemResult::Delivered { .. } => earlier.clone(),
+        other => not_sent(other, "an earlier request of this event failed"),
     }
 }
 
@@ -425,16 +416,25 @@ fn skipped(earlier: &ItemResult) -> ItemResult {
 /// failed for now (it may update the same profile, so it waits its turn).
 fn skipped_in_order(earlier: &ItemResult) -> ItemResult {
     match earlier {
+        ItemResult::Failed { .. } => not_sent(earlier, "an earlier update of its lane failed"),
+        other => skipped(other),
+    }
+}
+
+/// A failure for now carried over to a record not sent (`why`); other results
+/// unchanged.
+fn not_sent(earlier: &ItemResult, why: &str) -> ItemResult {
+    match earlier {
         ItemResult::Failed {
             message,
             retry_after,
             throttled,
         } => ItemResult::Failed {
-            message: format!("not sent: an earlier update of its lane failed ({message})"),
+            message: format!("not sent: {why} ({message})"),
             retry_after: *retry_after,
             throttled: *throttled,
         },
-        other => skipped(other),
+        other => other.clone(),
     }
 }
 
