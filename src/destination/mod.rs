@@ -289,24 +289,16 @@ fn with_context_traits(event: &Value) -> std::borrow::Cow<'_, Value> {
 }
 
 fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
-    // Mappings are validated and compiled when subscriptions are loaded.
-    let resolved = match sub.mapping.resolve(event) {
-        Ok(v) => v,
-        Err(e) => {
-            return EventResult::Failed {
-                status: 400,
-                message: e.message,
-            }
-        }
+    // Mappings are validated and compiled when subscriptions are loaded. The
+    // payload borrows from the event what needs no coercion.
+    let members = match sub.mapping.resolve_members(event) {
+        Ok(Ok(members)) => members,
+        Ok(Err(other)) => return failed(schema::not_an_object(&other).message),
+        Err(e) => return failed(e.message),
     };
-    let payload = match schema::validate(sub.action.fields(), resolved, mode) {
+    let payload = match schema::validate_entries(sub.action.fields(), members, mode) {
         Ok(p) => p,
-        Err(e) => {
-            return EventResult::Failed {
-                status: 400,
-                message: e.message,
-            }
-        }
+        Err(e) => return failed(e.message),
     };
     match actions::perform(sub.action, payload, ctx) {
         Ok(records) => EventResult::Records(records),
@@ -315,6 +307,10 @@ fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> 
             message: e.message,
         },
     }
+}
+
+fn failed(message: String) -> EventResult {
+    EventResult::Failed { status: 400, message }
 }
 
 /// A request built for one subscription, with the events it carries.

@@ -42,7 +42,7 @@ mod tests;
 
 use serde_json::Value;
 
-pub use self::compiled::CompiledMapping;
+pub use self::compiled::{CompiledMapping, Members};
 use self::resolve::{eval, mapping_to_process, transform_to_json, transform_validated_to_json, Fail};
 use self::value::{Data, Resolved};
 

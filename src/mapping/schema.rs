@@ -15,6 +15,8 @@
 //! All errors of one payload are joined with a space, as the reference does.
 //! Pure and total: no I/O, and no panic on any input.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::number::{f64_to_json, js_number_from_str, js_number_to_string};
@@ -22,27 +24,29 @@ use super::time::is_date_like;
 
 /// A validated payload: field key -> coerced value, keys borrowed from the
 /// action's schema (no allocation, no hashing: payloads have at most a few dozen
-/// fields, and a scan of short static keys is cheaper than a hash map).
+/// fields, and a scan of short static keys is cheaper than a hash map). A value
+/// that needed no coercion is borrowed from the event (or the mapping) it was
+/// resolved from, so a payload costs no copy of the event's strings and objects.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Payload {
-    entries: Vec<(&'static str, Value)>,
+pub struct Payload<'a> {
+    entries: Vec<(&'static str, Cow<'a, Value>)>,
 }
 
-impl Payload {
+impl<'a> Payload<'a> {
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_ref())
     }
 
     /// Takes a field's value out.
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &str) -> Option<Cow<'a, Value>> {
         let i = self.entries.iter().position(|(k, _)| *k == key)?;
         Some(self.entries.swap_remove(i).1)
     }
 
     pub fn insert(&mut self, key: &'static str, value: Value) {
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.entries.push((key, value)),
+            Some(slot) => slot.1 = Cow::Owned(value),
+            None => self.entries.push((key, Cow::Owned(value))),
         }
     }
 
@@ -56,12 +60,17 @@ impl Payload {
 
     /// The payload as a JSON object (for display and tests).
     pub fn to_json(&self) -> Value {
-        Value::Object(self.entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+        Value::Object(
+            self.entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_ref().clone()))
+                .collect(),
+        )
     }
 
     /// A payload from a JSON object, keeping only the keys that are fields of
     /// `fields` (no validation: for tests and tools).
-    pub fn from_json(fields: &'static [Field], value: Value) -> Payload {
+    pub fn from_json(fields: &'static [Field], value: Value) -> Payload<'static> {
         let mut out = Payload::default();
         if let Value::Object(map) = value {
             for (k, v) in map {
@@ -168,18 +177,39 @@ pub struct ValidationError {
 }
 
 /// Validates and coerces a resolved mapping against `fields`.
-pub fn validate(fields: &'static [Field], resolved: Value, mode: Mode) -> Result<Payload, ValidationError> {
+pub fn validate(fields: &'static [Field], resolved: Value, mode: Mode) -> Result<Payload<'static>, ValidationError> {
     let Value::Object(input) = resolved else {
-        return Err(ValidationError {
-            message: format!("The root value must be an object but it was {}.", describe(&resolved)),
-        });
+        return Err(not_an_object(&resolved));
     };
+    validate_entries(
+        fields,
+        input.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))),
+        mode,
+    )
+}
+
+/// The error for a resolved mapping that is not an object.
+pub fn not_an_object(resolved: &Value) -> ValidationError {
+    ValidationError {
+        message: format!("The root value must be an object but it was {}.", describe(resolved)),
+    }
+}
+
+/// [`validate`] on the members of the resolved object, which may borrow from
+/// the event: a value that is already of its field's type is kept as it is
+/// (borrowed), any other is coerced on a copy, exactly as [`validate`] does.
+pub fn validate_entries<'a, K: AsRef<str>>(
+    fields: &'static [Field],
+    input: impl IntoIterator<Item = (K, Cow<'a, Value>)>,
+    mode: Mode,
+) -> Result<Payload<'a>, ValidationError> {
     // Each value goes to its field's slot (unknown keys are dropped); empty
     // values are removed. Resolved mappings usually list fields in schema
     // order, so the scan starts where the previous key was found.
-    let mut slots: Vec<Option<Value>> = vec![None; fields.len()];
+    let mut slots: Vec<Option<Cow<'a, Value>>> = vec![None; fields.len()];
     let mut hint = 0;
     for (key, value) in input {
+        let key = key.as_ref();
         let found = (hint..fields.len())
             .chain(0..hint)
             .find(|&i| fields.get(i).is_some_and(|f| f.key == key));
@@ -202,14 +232,18 @@ pub fn validate(fields: &'static [Field], resolved: Value, mode: Mode) -> Result
     };
     for (field, slot) in fields.iter().zip(slots) {
         let Some(value) = slot else { continue };
+        if already_valid(field, &value) {
+            out.entries.push((field.key, value));
+            continue;
+        }
         // Paths only appear in messages about nested values.
         let path = if field.multiple || field.ty == FieldType::Object {
             format!("/{}", field.key)
         } else {
             String::new()
         };
-        if let Some(v) = coerce_field(field, value, &path, Some(field.label), &mut errors) {
-            out.entries.push((field.key, v));
+        if let Some(v) = coerce_field(field, value.into_owned(), &path, Some(field.label), &mut errors) {
+            out.entries.push((field.key, Cow::Owned(v)));
         }
     }
     if errors.is_empty() {
@@ -218,6 +252,34 @@ pub fn validate(fields: &'static [Field], resolved: Value, mode: Mode) -> Result
         Err(ValidationError {
             message: errors.join(" "),
         })
+    }
+}
+
+/// Whether [`coerce_field`] would return `value` unchanged without an error:
+/// then it need not be copied to be coerced.
+fn already_valid(field: &Field, value: &Value) -> bool {
+    if value.is_null() && field.allow_null {
+        return true;
+    }
+    if field.multiple {
+        return match value {
+            Value::Array(items) => items.iter().all(|item| single_valid(field, item)),
+            _ => false,
+        };
+    }
+    single_valid(field, value)
+}
+
+fn single_valid(field: &Field, value: &Value) -> bool {
+    match (field.ty, value) {
+        (FieldType::String, Value::String(_))
+        | (FieldType::Number, Value::Number(_))
+        | (FieldType::Boolean, Value::Bool(_))
+        | (FieldType::Datetime, Value::Number(_)) => true,
+        (FieldType::Integer, Value::Number(n)) => n.as_f64().is_some_and(|n| n.fract() == 0.0),
+        (FieldType::Datetime, Value::String(s)) => is_date_like(s),
+        (FieldType::Object, Value::Object(_)) => field.properties.is_empty(),
+        _ => false,
     }
 }
 
@@ -466,6 +528,7 @@ pub fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     const SUB: &[Field] = &[Field::new("a", "A", FieldType::String)];
@@ -609,5 +672,86 @@ mod tests {
             err(json!({"time": "nope", "props": "str"})),
             "The root value is missing the required field 'event'. Timestamp must be a valid date-like string but it was not. Event Properties must be an object but it was a string."
         );
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            prop_oneof![
+                Just("".to_owned()),
+                Just("true".to_owned()),
+                Just("2024-01-02T03:04:05Z".to_owned()),
+                Just("12".to_owned()),
+                "[a-z0-9 .:-]{0,12}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::vec(("[a]{1}", inner), 0..3).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arb_field() -> impl Strategy<Value = Field> {
+        let ty = prop_oneof![
+            Just(FieldType::String),
+            Just(FieldType::Number),
+            Just(FieldType::Integer),
+            Just(FieldType::Boolean),
+            Just(FieldType::Datetime),
+            Just(FieldType::Object),
+        ];
+        (ty, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(ty, multiple, allow_null, sub)| {
+            let mut f = Field::new("f", "F", ty);
+            f.multiple = multiple;
+            f.allow_null = allow_null;
+            if sub {
+                f.properties = SUB;
+            }
+            f
+        })
+    }
+
+    #[test]
+    fn values_of_their_type_are_kept_borrowed() {
+        let event = json!({"event": "e", "width": 3, "props": {"a": 1}, "time": "2024-01-02", "utm": {"a": "x"}});
+        let members: Vec<(&str, Cow<'_, Value>)> = event
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v)))
+            .collect();
+        let payload = validate_entries(FIELDS, members, Mode::Single).unwrap();
+        let borrowed: Vec<&str> = payload
+            .entries
+            .iter()
+            .filter(|(_, v)| matches!(v, Cow::Borrowed(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        // `utm` has declared sub-properties: it is coerced on a copy.
+        assert_eq!(borrowed, ["event", "width", "time", "props"]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// What validation keeps borrowed is exactly what coercion leaves
+        /// unchanged, without an error.
+        #[test]
+        fn values_kept_borrowed_are_what_coercion_leaves_alone(field in arb_field(), value in arb_value()) {
+            let mut errors = Vec::new();
+            let coerced = coerce_field(&field, value.clone(), "/f", Some(field.label), &mut errors);
+            if already_valid(&field, &value) {
+                prop_assert!(errors.is_empty(), "{errors:?}");
+                prop_assert_eq!(coerced, Some(value));
+            }
+        }
     }
 }

@@ -140,6 +140,14 @@ impl<'a> Resolved<'a> {
         }
     }
 
+    /// [`Resolved::into_json`], borrowing JSON that was borrowed.
+    pub(crate) fn into_cow(self) -> Option<std::borrow::Cow<'a, Value>> {
+        match self {
+            Resolved::Ref(v) => Some(std::borrow::Cow::Borrowed(v)),
+            other => other.into_json().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Final JSON: `None` for `undefined`, `undefined` object members dropped,
     /// `undefined` array items as `null` (what `JSON.stringify` does).
     pub(crate) fn into_json(self) -> Option<Value> {

@@ -187,7 +187,7 @@ fn source_name(ctx: &Context<'_>) -> Option<Value> {
 }
 
 /// The user's `distinct_id` for profile updates: `user_id ?? anonymous_id`.
-fn profile_distinct_id(payload: &Payload) -> Option<&Value> {
+fn profile_distinct_id<'p>(payload: &'p Payload<'_>) -> Option<&'p Value> {
     nullish_or(payload.get("user_id"), payload.get("anonymous_id"))
 }
 

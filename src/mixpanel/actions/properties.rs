@@ -1,6 +1,8 @@
 //! trackEvent and trackPurchase: the Mixpanel event properties built from the
 //! shared event fields, in the reference's order.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::{put, truthy, useragent, Context};
@@ -96,7 +98,7 @@ fn text(s: &str) -> Value {
 /// and `$insert_id` = `insert_id`.
 fn event_properties(
     payload: &Payload,
-    user_properties: Option<Value>,
+    user_properties: Option<Cow<'_, Value>>,
     ctx: &Context<'_>,
     time_ms: i64,
     insert_id: Value,
@@ -185,12 +187,22 @@ fn event_properties(
     ] {
         put(&mut p, to, ua_data.and_then(|u| u.get(from)));
     }
-    if let Some(Value::Object(props)) = user_properties {
-        for (key, value) in props {
-            if !PROTECTED_KEYS.contains(&key.as_str()) {
-                p.insert(key, value);
+    match user_properties {
+        Some(Cow::Owned(Value::Object(props))) => {
+            for (key, value) in props {
+                if !PROTECTED_KEYS.contains(&key.as_str()) {
+                    p.insert(key, value);
+                }
             }
         }
+        Some(Cow::Borrowed(Value::Object(props))) => {
+            for (key, value) in props {
+                if !PROTECTED_KEYS.contains(&key.as_str()) {
+                    p.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        _ => {}
     }
     p
 }

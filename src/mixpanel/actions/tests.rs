@@ -3,7 +3,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::mapping::schema::Payload;
 
-fn payload(kind: ActionKind, v: Value) -> Payload {
+fn payload(kind: ActionKind, v: Value) -> Payload<'static> {
     Payload::from_json(kind.fields(), v)
 }
 
