@@ -169,7 +169,7 @@ mod tests {
             0,
             Record {
                 endpoint,
-                data: json!({"e": event}),
+                data: json!({"e": event}).into(),
             },
             0,
         )
@@ -263,7 +263,7 @@ mod tests {
             0,
             Record {
                 endpoint: Endpoint::Import,
-                data: json!({"event": "E", "properties": {"distinct_id": "null"}}),
+                data: json!({"event": "E", "properties": {"distinct_id": "null"}}).into(),
             },
             0,
         );
@@ -272,7 +272,7 @@ mod tests {
             0,
             Record {
                 endpoint: Endpoint::Import,
-                data: json!({"event": "E", "properties": {"distinct_id": "u"}}),
+                data: json!({"event": "E", "properties": {"distinct_id": "u"}}).into(),
             },
             0,
         );

@@ -109,7 +109,15 @@ mod tests {
     use serde_json::json;
 
     fn item(endpoint: Endpoint, data: Value) -> Item {
-        Item::new(0, 0, Record { endpoint, data }, 0)
+        Item::new(
+            0,
+            0,
+            Record {
+                endpoint,
+                data: data.into(),
+            },
+            0,
+        )
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::config::DestinationConfig;
 use crate::mixpanel::actions::Record;
 use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::client::{Client, Wire};
-use crate::mixpanel::limits::check_import_event;
+use crate::mixpanel::limits::check_import_properties;
 
 /// Batches at least this large are encoded on the blocking pool.
 const ENCODE_OFF_THREAD_RECORDS: usize = 64;
@@ -80,15 +80,20 @@ impl Packed {
     /// Serializes `record`; an `/import` event is checked against Mixpanel's
     /// limits at `now_ms`.
     pub fn new(record: Record, now_ms: i64) -> Packed {
+        let json = serde_json::to_string(&record.data).unwrap_or_default();
         let refusal = match record.endpoint {
-            Endpoint::Import => check_import_event(&record.data, now_ms).err(),
+            Endpoint::Import => check_import_properties(record.data.properties(), json.len(), now_ms).err(),
             _ => None,
+        };
+        let profile = match record.endpoint {
+            Endpoint::Import => None,
+            endpoint => lanes::record_key(endpoint, &record.data.as_value()),
         };
         Packed {
             endpoint: record.endpoint,
-            profile: lanes::record_key(record.endpoint, &record.data),
+            profile,
             refusal,
-            json: Arc::from(serde_json::to_string(&record.data).unwrap_or_default()),
+            json: Arc::from(json),
         }
     }
 
@@ -554,7 +559,10 @@ mod tests {
                 budget: Duration::ZERO,
             },
         );
-        let record = |endpoint, data| Record { endpoint, data };
+        let record = |endpoint, data: serde_json::Value| Record {
+            endpoint,
+            data: data.into(),
+        };
         let items = || {
             vec![
                 Item::new(
@@ -610,7 +618,7 @@ mod tests {
         );
         let record = Record {
             endpoint: Endpoint::Import,
-            data: json!({"event": "E", "properties": {"distinct_id": "u", "time": 1_700_000_000_000_i64}}),
+            data: json!({"event": "E", "properties": {"distinct_id": "u", "time": 1_700_000_000_000_i64}}).into(),
         };
         let items = vec![Item::new(0, 0, record, 1_700_000_000_000)];
         let results = deliverer.deliver(&dest, items, false).await;

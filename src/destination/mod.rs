@@ -9,13 +9,15 @@
 
 mod presets;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::mapping::kit::CompiledMapping;
 use crate::mapping::schema::{self, Mode};
 use crate::mixpanel::actions::{self, ActionKind, Context, Record};
-use crate::mixpanel::api::{self, Endpoint, Request};
+use crate::mixpanel::api::{self, Body, Endpoint, Request};
 use crate::mixpanel::Settings;
 use crate::subscription::Trigger;
 
@@ -331,14 +333,21 @@ impl Outcome {
         let mut out = Vec::new();
         for sub in self.subscriptions {
             let batch_size = destination.batch_size(sub.subscription);
-            let mut import: Vec<Value> = Vec::new();
+            // `/import` records serialized once, as delivery sends them.
+            let mut import: Vec<Arc<str>> = Vec::new();
             let mut import_events: Vec<usize> = Vec::new();
-            let flush = |import: &mut Vec<Value>, events: &mut Vec<usize>, out: &mut Vec<SubscriptionRequest>| {
+            let flush = |import: &mut Vec<Arc<str>>, events: &mut Vec<usize>, out: &mut Vec<SubscriptionRequest>| {
                 if !import.is_empty() {
                     out.push(SubscriptionRequest {
                         subscription: sub.subscription,
                         events: std::mem::take(events),
-                        request: api::import_request(settings, std::mem::take(import)),
+                        request: api::import_request_with(
+                            settings,
+                            Body::Packed {
+                                form: false,
+                                records: std::mem::take(import),
+                            },
+                        ),
                     });
                 }
             };
@@ -348,7 +357,7 @@ impl Outcome {
                 };
                 for record in records {
                     if record.endpoint == Endpoint::Import {
-                        import.push(record.data);
+                        import.push(Arc::from(serde_json::to_string(&record.data).unwrap_or_default()));
                         if import_events.last() != Some(&event) {
                             import_events.push(event);
                         }
@@ -359,7 +368,7 @@ impl Outcome {
                         out.push(SubscriptionRequest {
                             subscription: sub.subscription,
                             events: vec![event],
-                            request: api::form_request(settings, record.endpoint, record.data, verbose),
+                            request: api::form_request(settings, record.endpoint, record.data.into_value(), verbose),
                         });
                     }
                 }

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use super::actions::record::PropertiesView;
+
 /// Largest event, serialized.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// Properties per event, keys per nested object, items per array: fewer than this.
@@ -72,7 +74,19 @@ fn depth_and_width(value: &Value, depth: usize) -> Result<(), String> {
 
 /// Checks one `/import` event against Mixpanel's limits; `Err` names the reason.
 pub fn check_import_event(event: &Value, now_ms: i64) -> Result<(), String> {
-    let Some(props) = event.get("properties").and_then(Value::as_object) else {
+    let size = serde_json::to_vec(event).map(|v| v.len()).unwrap_or(0);
+    let props = event
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(PropertiesView::Json);
+    check_import_properties(props, size, now_ms)
+}
+
+/// [`check_import_event`] on an event's properties (`None`: it has no
+/// properties object), the event's compact JSON being `size` bytes long (the
+/// caller serialized it already).
+pub fn check_import_properties(props: Option<PropertiesView<'_>>, size: usize, now_ms: i64) -> Result<(), String> {
+    let Some(props) = props else {
         return Err("event has no properties object".into());
     };
     if props.len() >= MAX_KEYS {
@@ -93,7 +107,6 @@ pub fn check_import_event(event: &Value, now_ms: i64) -> Result<(), String> {
         }
     }
     props.values().try_for_each(|v| depth_and_width(v, 1))?;
-    let size = serde_json::to_vec(event).map(|v| v.len()).unwrap_or(0);
     if size >= MAX_EVENT_BYTES {
         return Err(format!("event is {size} bytes of JSON (limit {MAX_EVENT_BYTES})"));
     }

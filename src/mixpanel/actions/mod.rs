@@ -8,6 +8,7 @@
 
 pub mod fields;
 mod properties;
+pub mod record;
 pub mod useragent;
 
 use serde_json::{Map, Value};
@@ -18,6 +19,7 @@ use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::Settings;
 
 pub use properties::random_insert_id;
+pub use record::RecordData;
 
 /// The reference's action names (`partnerAction` in a subscription).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,7 +93,7 @@ impl ActionKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub endpoint: Endpoint,
-    pub data: Value,
+    pub data: RecordData,
 }
 
 /// What an action may depend on besides its payload.
@@ -217,7 +219,7 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
         event.insert("properties".into(), Value::Object(props));
         records.push(Record {
             endpoint: Endpoint::Track,
-            data: Value::Object(event),
+            data: Value::Object(event).into(),
         });
     }
     let traits = match payload.get("traits") {
@@ -256,7 +258,7 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
     data.insert("$set".into(), Value::Object(set));
     records.push(Record {
         endpoint: Endpoint::Engage,
-        data: Value::Object(data),
+        data: Value::Object(data).into(),
     });
     records
 }
@@ -295,7 +297,7 @@ fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, A
     data.insert("$set".into(), Value::Object(set));
     Ok(Record {
         endpoint: Endpoint::Groups,
-        data: Value::Object(data),
+        data: Value::Object(data).into(),
     })
 }
 
@@ -310,7 +312,7 @@ fn alias(payload: &Payload, ctx: &Context<'_>) -> Record {
     event.insert("properties".into(), Value::Object(props));
     Record {
         endpoint: Endpoint::Track,
-        data: Value::Object(event),
+        data: Value::Object(event).into(),
     }
 }
 
@@ -349,7 +351,7 @@ fn increment_properties(payload: &Payload, ctx: &Context<'_>) -> Result<Vec<Reco
     data.insert("$add".into(), Value::Object(add));
     Ok(vec![Record {
         endpoint: Endpoint::Engage,
-        data: Value::Object(data),
+        data: Value::Object(data).into(),
     }])
 }
 

@@ -3,9 +3,10 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{put, truthy, useragent, Context};
+use super::record::{props_with_capacity, Props, RecordData};
+use super::{truthy, useragent, Context};
 use crate::mapping::schema::Payload;
 use crate::mapping::time::{to_epoch_ms_number, to_epoch_ms_str};
 
@@ -94,6 +95,13 @@ fn text(s: &str) -> Value {
     Value::String(s.to_owned())
 }
 
+/// Inserts `key` only when the value is defined (JSON.stringify drops undefined).
+fn put(props: &mut Props, key: &'static str, value: Option<&Value>) {
+    if let Some(v) = value {
+        props.insert(Cow::Borrowed(key), v.clone());
+    }
+}
+
 /// The properties of the Mixpanel event (SPEC section 3), with `time` = `time_ms`
 /// and `$insert_id` = `insert_id`.
 fn event_properties(
@@ -102,9 +110,9 @@ fn event_properties(
     ctx: &Context<'_>,
     time_ms: i64,
     insert_id: Value,
-) -> Map<String, Value> {
+) -> Props {
     let f = |key: &str| payload.get(key);
-    let mut p = Map::with_capacity(64);
+    let mut p = props_with_capacity(64);
     p.insert("time".into(), Value::from(time_ms));
     put(&mut p, "ip", f("ip"));
     put(&mut p, "id", f("distinct_id"));
@@ -191,14 +199,14 @@ fn event_properties(
         Some(Cow::Owned(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(key, value);
+                    p.insert(Cow::Owned(key), value);
                 }
             }
         }
         Some(Cow::Borrowed(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(key.clone(), value.clone());
+                    p.insert(Cow::Owned(key.clone()), value.clone());
                 }
             }
         }
@@ -207,11 +215,8 @@ fn event_properties(
     p
 }
 
-fn mixpanel_event(name: Value, properties: Map<String, Value>) -> Value {
-    let mut event = Map::with_capacity(2);
-    event.insert("event".into(), name);
-    event.insert("properties".into(), Value::Object(properties));
-    Value::Object(event)
+fn mixpanel_event(name: Value, properties: Props) -> RecordData {
+    RecordData::Event { name, properties }
 }
 
 fn event_name(payload: &Payload) -> Value {
@@ -219,7 +224,7 @@ fn event_name(payload: &Payload) -> Value {
 }
 
 /// trackEvent: one Mixpanel event.
-pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> Value {
+pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> RecordData {
     let time = event_time(&payload, ctx.now_ms);
     let insert_id = sent_insert_id(insert_id_or_random(&payload, 0), ctx);
     let user_properties = payload.remove("event_properties");
@@ -238,7 +243,7 @@ fn insert_id_or_random(payload: &Payload, prefix_len: usize) -> Value {
 
 /// trackPurchase: the order event, then one "Product Purchased" per product when
 /// `generatePurchaseEventPerProduct` is on.
-pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Value> {
+pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<RecordData> {
     let payload = &mut payload;
     let time = event_time(payload, ctx.now_ms);
     let user_properties = payload.remove("event_properties");
@@ -256,7 +261,7 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
             other => crate::mixpanel::actions::js_string(&other),
         };
         let mut inherited = order_props.clone();
-        inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_str()));
+        inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_ref()));
         for (i, product) in products.iter().enumerate() {
             let mut props = inherited.clone();
             props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
@@ -264,7 +269,7 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Val
             props.insert("time".into(), Value::from(time.saturating_sub(offset)));
             if let Value::Object(fields) = product {
                 for (k, v) in fields {
-                    props.insert(k.clone(), v.clone());
+                    props.insert(Cow::Owned(k.clone()), v.clone());
                 }
             }
             // The repair looks at the id as sent: after the index prefix, or

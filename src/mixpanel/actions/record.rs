@@ -1,0 +1,181 @@
+//! A record's data as the actions build it: any JSON, or a Mixpanel event kept
+//! as its name and an ordered property map. Events are most of the traffic and
+//! carry about sixty properties: building them as [`Props`] (static keys, a fast
+//! hash) and serializing that straight to JSON costs no key allocation and no
+//! second tree, where a `serde_json::Map` allocates every key and hashes it with
+//! SipHash.
+
+use std::borrow::Cow;
+
+use indexmap::IndexMap;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// An event's properties in insertion order, with `serde_json::Map`'s
+/// semantics (inserting a present key replaces its value in place). Keys
+/// are hashed with foldhash's per-process random seed: they come from senders.
+pub type Props = IndexMap<Cow<'static, str>, Value, foldhash::fast::RandomState>;
+
+/// An empty [`Props`] with room for `capacity` properties.
+pub fn props_with_capacity(capacity: usize) -> Props {
+    IndexMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
+}
+
+/// What a record sends: serialized as the JSON object it stands for.
+#[derive(Clone, Debug)]
+pub enum RecordData {
+    Json(Value),
+    /// `{"event": name, "properties": {...}}`.
+    Event {
+        name: Value,
+        properties: Props,
+    },
+}
+
+impl From<Value> for RecordData {
+    fn from(value: Value) -> RecordData {
+        RecordData::Json(value)
+    }
+}
+
+impl PartialEq for RecordData {
+    /// Equal when they serialize alike (property order included).
+    fn eq(&self, other: &RecordData) -> bool {
+        match (self, other) {
+            (RecordData::Json(a), RecordData::Json(b)) => a == b,
+            (
+                RecordData::Event { name, properties },
+                RecordData::Event {
+                    name: other_name,
+                    properties: other_properties,
+                },
+            ) => name == other_name && properties.iter().eq(other_properties.iter()),
+            (a, b) => a.to_value() == b.to_value(),
+        }
+    }
+}
+
+impl RecordData {
+    /// The record as a JSON value (for people to read, and tests).
+    pub fn to_value(&self) -> Value {
+        match self {
+            RecordData::Json(v) => v.clone(),
+            RecordData::Event { .. } => self.clone().into_value(),
+        }
+    }
+
+    /// [`RecordData::to_value`], consuming the record.
+    pub fn into_value(self) -> Value {
+        match self {
+            RecordData::Json(v) => v,
+            RecordData::Event { name, properties } => {
+                let properties: Map<String, Value> = properties.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+                let mut event = Map::with_capacity(2);
+                event.insert("event".into(), name);
+                event.insert("properties".into(), Value::Object(properties));
+                Value::Object(event)
+            }
+        }
+    }
+
+    /// The record as a value, borrowed when it is one.
+    pub fn as_value(&self) -> Cow<'_, Value> {
+        match self {
+            RecordData::Json(v) => Cow::Borrowed(v),
+            RecordData::Event { .. } => Cow::Owned(self.to_value()),
+        }
+    }
+
+    /// The event's properties: their number, and a lookup by key (`None`
+    /// when the record has no `properties` object).
+    pub fn properties(&self) -> Option<PropertiesView<'_>> {
+        match self {
+            RecordData::Json(v) => v.get("properties").and_then(Value::as_object).map(PropertiesView::Json),
+            RecordData::Event { properties, .. } => Some(PropertiesView::Props(properties)),
+        }
+    }
+}
+
+/// Read access to an event's properties, whichever form they are in.
+#[derive(Clone, Copy, Debug)]
+pub enum PropertiesView<'a> {
+    Json(&'a Map<String, Value>),
+    Props(&'a Props),
+}
+
+impl<'a> PropertiesView<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            PropertiesView::Json(m) => m.len(),
+            PropertiesView::Props(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        match self {
+            PropertiesView::Json(m) => m.get(key),
+            PropertiesView::Props(p) => p.get(key),
+        }
+    }
+
+    /// The values, in order.
+    pub fn values(&self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        match *self {
+            PropertiesView::Json(m) => Box::new(m.values()),
+            PropertiesView::Props(p) => Box::new(p.values()),
+        }
+    }
+}
+
+impl Serialize for RecordData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RecordData::Json(v) => v.serialize(serializer),
+            RecordData::Event { name, properties } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("event", name)?;
+                map.serialize_entry("properties", &PropsJson(properties))?;
+                map.end()
+            }
+        }
+    }
+}
+
+struct PropsJson<'a>(&'a Props);
+
+impl Serialize for PropsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_serialize_as_the_json_they_stand_for() {
+        let mut properties = props_with_capacity(4);
+        properties.insert("time".into(), json!(1));
+        properties.insert(Cow::Owned("b\"x".to_owned()), json!({"n": [1.5, null]}));
+        properties.insert("time".into(), json!(2));
+        let event = RecordData::Event {
+            name: json!("Signed Up"),
+            properties,
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"event":"Signed Up","properties":{"time":2,"b\"x":{"n":[1.5,null]}}}"#
+        );
+        assert_eq!(serde_json::to_string(&event.to_value()).unwrap(), text);
+        assert_eq!(event.properties().map(|p| p.len()), Some(2));
+        assert_eq!(event, RecordData::Json(event.to_value()));
+    }
+}
