@@ -70,6 +70,7 @@ async function signIn() {
     return;
   }
   config = r.json;
+  $('token').value = '';
   $('nav').hidden = false;
   fillDestinations();
   route();
@@ -188,31 +189,33 @@ const COUNTERS = [
   ['delivered', 'delivered (records)'], ['rejected', 'rejected by Mixpanel (records)'], ['retried', 'pending retry'], ['dead_lettered', 'dead-lettered'],
 ];
 
-function chart(points, series, stepSeconds, unit, label) {
+function chart(points, series, unit, label) {
   const NS = 'http://www.w3.org/2000/svg';
-  const W = 600, H = 140, P = 24;
+  const W = 600, H = 120, P = 8;
   const svg = document.createElementNS(NS, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   svg.setAttribute('class', 'chart');
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', label);
-  svg.setAttribute('preserveAspectRatio', 'none');
   const values = series.flatMap(([key, , f]) => points.map((p) => f(p, key)).filter((v) => v !== null));
   const max = Math.max(1e-9, ...values);
+  svg.setAttribute('aria-label', label + ', at most ' + (Math.round(max * 100) / 100) + ' ' + unit);
   const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, points.length - 1);
   const y = (v) => H - P - (v / max) * (H - 2 * P);
   for (const [key, cls, f] of series) {
-    const pts = points.map((p, i) => { const v = f(p, key); return v === null ? null : `${x(i).toFixed(1)},${y(v).toFixed(1)}`; }).filter(Boolean);
+    const pts = points.map((p, i) => { const v = f(p, key); return v === null ? null : [x(i), y(v)]; }).filter(Boolean);
     const line = document.createElementNS(NS, 'polyline');
-    line.setAttribute('points', pts.join(' '));
+    line.setAttribute('points', pts.map(([a, b]) => a.toFixed(1) + ',' + b.toFixed(1)).join(' '));
     line.setAttribute('class', cls);
     svg.append(line);
+    // Dots, so that a single point shows too.
+    for (const [a, b] of pts.length <= 96 ? pts : []) {
+      const dot = document.createElementNS(NS, 'circle');
+      dot.setAttribute('cx', a.toFixed(1)); dot.setAttribute('cy', b.toFixed(1)); dot.setAttribute('r', '2.5');
+      dot.setAttribute('class', cls + ' dot');
+      svg.append(dot);
+    }
   }
-  const t = document.createElementNS(NS, 'text');
-  t.setAttribute('x', '4'); t.setAttribute('y', '14');
-  t.textContent = 'max ' + (Math.round(max * 100) / 100) + ' ' + unit;
-  svg.append(t);
-  return svg;
+  return el('figure', {}, svg, el('figcaption', { class: 'note', text: 'scale: 0 to ' + (Math.round(max * 100) / 100) + ' ' + unit + ' (' + label + ')' }));
 }
 
 async function loadOverview() {
@@ -223,8 +226,9 @@ async function loadOverview() {
     const step = d.step_seconds || 60;
     const stats = COUNTERS.map(([k, label]) => el('div', { class: 'stat', 'data-counter': k }, el('b', { text: d.totals[k] }), el('span', { text: label })));
     const rate = (p, k) => p[k] / step;
-    const failed = (p) => (p.rejected + p.failed_validation + p.dead_lettered) / step;
+    const failed = (p) => (p.rejected + p.failed_validation) / step;
     const lat = (p, k) => p[k];
+    const cls = (p, k) => p.responses[k];
     return el('div', { class: 'card o-dest', 'data-destination': d.id },
       el('h3', { text: d.id + (d.dry_run ? ' (dry run)' : '') }),
       el('div', { class: 'stats' }, stats),
@@ -232,10 +236,12 @@ async function loadOverview() {
         ' · answers: ' + Object.entries(d.responses).map(([k, v]) => k + ' ' + v).join(', ')),
       el('p', {}, 'Spool: ', el('b', { text: d.spool.depth === null ? 'direct mode' : d.spool.depth + ' queued' }),
         d.spool.oldest_event_age_seconds ? ', oldest ' + Math.round(d.spool.oldest_event_age_seconds) + ' s' : ''),
-      el('div', { class: 'legend' }, el('span', { class: 'k-received', text: '— received/s' }), el('span', { class: 'k-delivered', text: '— delivered/s' }), el('span', { class: 'k-failed', text: '— not delivered/s' })),
-      chart(d.points, [['received', 'received', rate], ['delivered', 'delivered', rate], ['failed', 'failed', failed]], step, 'events/s', 'events per second for ' + d.id),
+      el('div', { class: 'legend' }, el('span', { class: 'k-received', text: '— received/s' }), el('span', { class: 'k-delivered', text: '— delivered/s' }), el('span', { class: 'k-failed', text: '— refused/s' })),
+      chart(d.points, [['received', 'received', rate], ['delivered', 'delivered', rate], ['failed', 'failed', failed]], 'per second', 'events received, records delivered and refused, ' + d.id),
       el('div', { class: 'legend' }, el('span', { class: 'k-p50', text: '— p50' }), el('span', { class: 'k-p95', text: '— p95 latency' })),
-      chart(d.points, [['latency_p50_ms', 'p50', lat], ['latency_p95_ms', 'p95', lat]], step, 'ms', 'Mixpanel latency for ' + d.id));
+      chart(d.points, [['latency_p50_ms', 'p50', lat], ['latency_p95_ms', 'p95', lat]], 'ms', 'Mixpanel latency p50 and p95, ' + d.id),
+      el('div', { class: 'legend' }, el('span', { class: 'k-delivered', text: '— 2xx' }), el('span', { class: 'k-p95', text: '— 4xx' }), el('span', { class: 'k-failed', text: '— 5xx' }), el('span', { class: 'k-received', text: '— no answer' })),
+      chart(d.points, [['2xx', 'delivered', cls], ['4xx', 'p95', cls], ['5xx', 'failed', cls], ['network', 'received', cls]], 'answers', 'Mixpanel answers by status class, ' + d.id));
   });
   $('o-result').replaceChildren(...cards);
   status('Updated ' + new Date(o.now_ms).toLocaleTimeString() + ' (history since ' + new Date(o.since_ms).toLocaleString() + ')');
