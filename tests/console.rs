@@ -694,6 +694,11 @@ async fn a_browser_goes_through_every_page() {
         "{seen}"
     );
     assert_eq!(seen["sent_answers"], 2, "{seen}");
+    let labels = seen["sent_labels"].to_string();
+    assert!(
+        labels.contains("$identify") && labels.contains("$set (profile)"),
+        "{labels}"
+    );
     assert!(seen["wrong_token"].as_str().unwrap().contains("refused"));
     assert!(
         seen["credentials"].as_str().unwrap().starts_with("valid (HTTP 200)"),

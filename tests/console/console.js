@@ -115,6 +115,7 @@ async function main() {
     seen.sent_status = await page.locator('#t-sent-status').textContent();
     seen.sent_answers = await page.locator('.t-answer').count();
     seen.sent_bodies = await page.locator('.t-answer-body').allTextContents();
+    seen.sent_labels = await page.locator('.t-answer > p:first-child b').allTextContents();
     expect(seen.sent_status.startsWith('Delivered'), 'sent for real and delivered');
     await noSecrets(page, 'send for real');
     await shot(page, '04-tester-sent');
@@ -193,6 +194,19 @@ async function main() {
     await page.locator('#admin-off').waitFor();
     seen.admin_off = await page.locator('#admin-off').innerText();
     await shot(page, '09-admin-off');
+
+    // 9. The dark theme (the system's choice), on the overview.
+    const dark = await browser.newContext({ viewport: { width: 1200, height: 900 }, colorScheme: 'dark' });
+    await dark.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()));
+    const night = await dark.newPage();
+    night.setDefaultTimeout(STEP_TIMEOUT);
+    await night.goto(BASE + '/console/#overview');
+    await night.fill('#token', TOKEN);
+    await night.click('#login-form button[type=submit]');
+    await night.locator(`.o-dest[data-destination="${DEST}"]`).waitFor();
+    seen.dark_background = await night.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await shot(night, '10-overview-dark');
+    await dark.close();
 
     seen.console_errors = consoleErrors.filter((e) => !e.includes('401') && !e.includes('404'));
     expect(seen.console_errors.length === 0, 'no script errors on the pages');

@@ -159,6 +159,14 @@ async function testEvent() {
   status('Tested: ' + p.requests.length + ' request(s), nothing sent.');
 }
 
+// What a record is: its event name (/track, /import) or its profile operation.
+function recordLabel(r) {
+  if (!r || typeof r !== 'object') return 'record';
+  if (typeof r.event === 'string') return r.event;
+  const op = Object.keys(r).find((k) => k.startsWith('$') && !['$token', '$distinct_id', '$group_key', '$group_id', '$ip', '$time', '$ignore_time'].includes(k));
+  return op ? op + (r.$group_key ? ' (group)' : ' (profile)') : 'record';
+}
+
 async function sendEvent() {
   const event = readEvent();
   if (!event) return;
@@ -172,7 +180,7 @@ async function sendEvent() {
     el('p', { id: 't-sent-status', class: res.ok ? 'ok' : 'bad', text: (res.ok ? 'Delivered' : 'Not delivered') + ' (status ' + res.status + ')' + (res.errormessage ? ': ' + res.errormessage : '') })];
   (res.subscriptions || []).forEach((s) => {
     parts.push(el('div', { class: 'card t-answer' },
-      el('p', {}, el('b', { text: s.subscription + ' ' }), el('span', { class: s.status === 200 ? 'ok' : 'bad', text: 'HTTP ' + s.status })),
+      el('p', {}, el('b', { text: s.subscription + ' · ' + recordLabel(s.sent) + ' ' }), el('span', { class: s.status === 200 ? 'ok' : 'bad', text: 'HTTP ' + s.status })),
       s.errormessage ? el('p', { class: 'bad', text: s.errormessage }) : null,
       s.sent ? el('details', {}, el('summary', { text: 'Record sent' }), el('pre', { text: pretty(s.sent) })) : null,
       el('p', { class: 'note', text: 'Mixpanel answered:' }),
