@@ -254,15 +254,18 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
     tracing::info!(address = %address, destinations = config.destinations.len(), "listening");
+    let host = if address.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    };
+    if config.admin_token.is_some() {
+        tracing::info!(url = %format!("http://{host}/console/"), "console (sign in with the admin token)");
+    }
     if let Some(token) = &one_time {
         // Printed to the terminal only, never logged. The token is in the
         // fragment, which browsers do not send; the page moves it to the tab's
         // session storage and drops it from the address bar.
-        let host = if address.ip().is_unspecified() {
-            std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
-        } else {
-            address
-        };
         eprintln!(
             "\n  Console: http://{host}/console/#token={token}\n  (a one-time admin token, valid until this process stops; set admin_token to keep one)\n"
         );

@@ -78,6 +78,9 @@ async fn admin_authentication_runs_before_any_extractor() {
         "/admin/dead-letters?limit=-5",
         "/admin/overview?window=forever",
         "/admin/no-such-route",
+        "/admin",
+        "/admin/",
+        "/admin/config/",
         "/admin/config",
     ] {
         assert_json_error(&admin(&server, Method::GET, path, None).await, 401, "unauthorized");
@@ -158,6 +161,7 @@ async fn without_an_admin_token_admin_is_off() {
         "/admin/dead-letters?bogus=1",
         "/admin/overview",
         "/admin/anything",
+        "/admin/",
     ] {
         for token in [None, Some(ADMIN)] {
             let a = admin(&server, Method::GET, path, token).await;

@@ -28,8 +28,17 @@ use crate::delivery::spool::{DeadLetter, DeadSummary, Op, Spool};
 use crate::history::{self, Window};
 use crate::mixpanel::credentials::{self, CredentialStatus};
 
-/// The admin routes, mounted under `/admin`, behind [`gate`].
-pub fn router(state: AppState) -> Router<AppState> {
+/// The admin routes: everything under `/admin`, behind [`gate`].
+pub fn routes(state: AppState) -> Router<AppState> {
+    let gated = middleware::from_fn_with_state(state.clone(), gate);
+    Router::new()
+        .nest("/admin", router(state))
+        // Not covered by the nest: gated too, so it says 401 before 404.
+        .route("/admin/", axum::routing::any(unknown).layer(gated))
+}
+
+/// The routes below `/admin`, behind [`gate`].
+fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/config", get(admin_config))
         .route("/overview", get(overview))

@@ -90,7 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/destinations/{id}/events", post(handlers::destination_events))
         .route("/v1/destinations/{id}/preview", post(handlers::destination_preview))
         .route("/v1/{kind}", post(handlers::segment_api))
-        .nest("/admin", admin::router(state.clone()))
+        .merge(admin::routes(state.clone()))
         .merge(console::router())
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(shed);
