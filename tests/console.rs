@@ -698,6 +698,12 @@ async fn a_browser_goes_through_every_page() {
         "{seen}"
     );
     assert_eq!(seen["sent_answers"], 2, "{seen}");
+    assert_eq!(seen["validation_requests"], 0, "{seen}");
+    let refused = seen["validation_error"].as_str().unwrap();
+    assert!(
+        refused.starts_with("Track Calls: 400") && refused.contains("event"),
+        "{refused}"
+    );
     let labels = seen["sent_labels"].to_string();
     assert!(
         labels.contains("$identify") && labels.contains("$set (profile)"),

@@ -109,6 +109,18 @@ async function main() {
     await noSecrets(page, 'event tester');
     await shot(page, '03-tester-identify');
 
+    // 3b. An event the action refuses: the reference's message, nothing to send.
+    await page.fill('#t-event', JSON.stringify({ type: 'track', userId: 'user-1', properties: { plan: 'pro' } }));
+    await page.click('#t-test');
+    await page.locator('.t-error').first().waitFor();
+    seen.validation_error = await page.locator('.t-error').first().innerText();
+    seen.validation_requests = await page.locator('.t-request').count();
+    await shot(page, '03b-tester-validation-error');
+    await page.selectOption('#t-sample', 'track');
+    await page.selectOption('#t-sample', 'identify');
+    await page.click('#t-test');
+    await page.locator('.t-request').nth(1).waitFor();
+
     // 4. Send for real: Mixpanel's answer per request.
     await page.click('#t-send');
     await page.locator('#t-sent-status').waitFor();
