@@ -1,7 +1,7 @@
 //! The HTTP API: Segment's tracking API (so Segment's SDKs work by changing their
 //! host), the synchronous per-event endpoint, preview, health, admin
-//! ([`admin`]: authenticated by a layer before anything else is read) and the
-//! browser console ([`console`]).
+//! (`admin`: authenticated by a layer before anything else is read) and the
+//! browser console (`console`).
 //!
 //! A request goes: body limits and gzip ([`body`]) -> write key -> events
 //! (Segment's enrichment: `messageId`, `receivedAt`, clock-skew correction, `type`
