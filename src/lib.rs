@@ -13,6 +13,7 @@
 //! - [`ingest`]: the HTTP API (Segment's tracking API and ours).
 //! - [`delivery`]: batching, retries and outcomes of requests to Mixpanel.
 //! - [`server`]: binding, serving, graceful shutdown.
+//! - [`history`]: per-minute delivery counts in memory, for the console.
 //!
 //! The core (`segment`, `subscription`, `mapping`, `mixpanel::actions`,
 //! `destination`, `preview`) is pure: no I/O, no runtime, no panic on user input.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod history;
 pub mod ingest;
 pub mod mapping;
 pub mod mixpanel;

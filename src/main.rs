@@ -1,7 +1,7 @@
 //! The `mixpanel-actions` command: parse the command line, load the configuration,
 //! start telemetry, run.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +46,10 @@ enum Command {
     Check {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also ask Mixpanel whether each destination's project token is valid
+        /// (the reference's "test authentication").
+        #[arg(long)]
+        online: bool,
     },
     /// Read cases (JSON lines) on stdin and print what would be sent, one result line per case.
     Preview,
@@ -174,9 +178,10 @@ fn preview() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<bool> {
+fn check(path: &std::path::Path, online: bool) -> anyhow::Result<bool> {
     match config::load(path) {
         Ok(c) => {
+            let mut ok = true;
             println!("{}: ok ({} destinations)", path.display(), c.destinations.len());
             for d in &c.destinations {
                 let mode = if d.dry_run { " [dry run: no project token]" } else { "" };
@@ -191,8 +196,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<bool> {
                         println!("    warning: subscription \"{}\": {w}", s.name);
                     }
                 }
+                if online {
+                    ok &= check_credentials(d, c.delivery.request_timeout)?;
+                }
             }
-            Ok(true)
+            Ok(ok)
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -201,8 +209,34 @@ fn check(path: &std::path::Path) -> anyhow::Result<bool> {
     }
 }
 
+/// `check --online`: one destination's credential check, printed; false when
+/// Mixpanel refused the token or could not be asked.
+fn check_credentials(d: &config::DestinationConfig, timeout: std::time::Duration) -> anyhow::Result<bool> {
+    use mixpanel_actions::mixpanel::credentials;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let timeout = timeout.min(std::time::Duration::from_secs(10));
+    let r = rt.block_on(credentials::check(&d.destination.settings, d.dry_run, timeout));
+    let status = r.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+    println!("    credentials: {}{status} at {}: {}", r.status, r.host, r.message);
+    Ok(matches!(r.status, "valid" | "dry_run"))
+}
+
+/// A one-time admin token for a first run at a terminal: 32 random
+/// alphanumeric characters.
+fn one_time_token() -> String {
+    use rand::distr::{Alphanumeric, SampleString as _};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
 async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut config = config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // First run at a terminal: a one-time admin token, so the console opens in
+    // one step. Elsewhere (containers, services) admin stays off until a token
+    // is configured, and the console says so.
+    let one_time = (config.admin_token.is_none() && std::io::stderr().is_terminal()).then(one_time_token);
+    if let Some(t) = &one_time {
+        config.admin_token = Some(secrecy::SecretString::from(t.clone()));
+    }
     for d in &config.destinations {
         if d.dry_run {
             tracing::warn!(
@@ -218,7 +252,24 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, destinations = config.destinations.len(), "listening");
+    let address = listener.local_addr()?;
+    tracing::info!(address = %address, destinations = config.destinations.len(), "listening");
+    let host = if address.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    };
+    if config.admin_token.is_some() {
+        tracing::info!(url = %format!("http://{host}/console/"), "console (sign in with the admin token)");
+    }
+    if let Some(token) = &one_time {
+        // Printed to the terminal only, never logged. The token is in the
+        // fragment, which browsers do not send; the page moves it to the tab's
+        // session storage and drops it from the address bar.
+        eprintln!(
+            "\n  Console: http://{host}/console/#token={token}\n  (a one-time admin token, valid until this process stops; set admin_token to keep one)\n"
+        );
+    }
     let state = server::state(config)?;
     server::serve(listener, state, server::shutdown_signal()).await?;
     tracing::info!("stopped");
@@ -229,7 +280,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Preview => preview().map(|()| true),
-        Command::Check { config } => check(&config),
+        Command::Check { config, online } => check(&config, online),
         Command::DeadLetters { url, token, action } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

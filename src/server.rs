@@ -72,6 +72,7 @@ pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
         ready: Arc::new(AtomicBool::new(false)),
         ingest_cpu: Arc::new(tokio::sync::Semaphore::new(ingest::ingest_parallelism())),
         body_bytes: Arc::new(tokio::sync::Semaphore::new(body_bytes)),
+        credentials: Arc::default(),
     })
 }
 
@@ -120,6 +121,9 @@ pub async fn serve(
     workers.close();
     if let Some(spool) = &state.spool {
         orphaned_to_dead_letters(spool, &state.config).await;
+    }
+    if state.config.check_credentials_at_start {
+        tokio::spawn(ingest::check_credentials(state.clone()));
     }
     let spool = state.spool.clone();
     let limits = state.config.limits;

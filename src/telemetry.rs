@@ -50,6 +50,7 @@ pub fn events_unmatched<'a>(destination: &str, events: impl Iterator<Item = &'a 
     for (slot, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
         let kind = TYPES.get(slot).copied().unwrap_or("other");
         metrics::counter!(EVENTS_UNMATCHED, "destination" => destination.to_owned(), "type" => kind).increment(n);
+        crate::history::count(destination, crate::history::Count::Unmatched, n);
         let first = SEEN.lock().is_ok_and(|mut seen| {
             let new = !seen.iter().any(|(d, k)| d == destination && *k == slot);
             if new {

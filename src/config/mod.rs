@@ -34,6 +34,10 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Check each destination's credentials with Mixpanel at start (the
+    /// console shows the result; refused ones are logged at WARN).
+    #[serde(default)]
+    pub check_credentials_at_start: bool,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
@@ -283,6 +287,7 @@ pub struct AppConfig {
     pub spool: RawSpool,
     pub shutdown_timeout: Duration,
     pub admin_token: Option<SecretString>,
+    pub check_credentials_at_start: bool,
     pub limits: Limits,
     pub delivery: RawDelivery,
     pub destinations: Vec<DestinationConfig>,
@@ -499,6 +504,7 @@ pub fn validate(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<
             spool: raw.spool,
             shutdown_timeout: raw.shutdown_timeout,
             admin_token,
+            check_credentials_at_start: raw.check_credentials_at_start,
             limits,
             delivery: raw.delivery,
             destinations,

@@ -29,6 +29,7 @@ use rand::Rng as _;
 use serde_json::Value;
 
 use crate::config::DestinationConfig;
+use crate::history::{self, Count};
 use crate::mixpanel::actions::Record;
 use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::client::{Client, Wire};
@@ -218,11 +219,14 @@ impl Deliverer {
                 .subscriptions
                 .get(item.subscription)
                 .map_or("unknown", |s| s.action.name());
-            let name = match result {
-                ItemResult::Delivered { .. } => t::RECORDS_DELIVERED,
-                ItemResult::Rejected { .. } => t::RECORDS_REJECTED,
+            let (name, seen) = match result {
+                ItemResult::Delivered { .. } => (t::RECORDS_DELIVERED, Count::Delivered),
+                ItemResult::Rejected { answer: Some(_), .. } => (t::RECORDS_REJECTED, Count::Rejected),
+                // Refused by Mixpanel's limits before sending.
+                ItemResult::Rejected { answer: None, .. } => (t::RECORDS_REJECTED, Count::FailedValidation),
                 ItemResult::Failed { .. } => continue,
             };
+            history::count(&dest.id, seen, 1);
             metrics::counter!(name, "destination" => dest.id.clone(), "action" => action).increment(1);
         }
         results
@@ -276,6 +280,7 @@ impl Deliverer {
                 let class = t::status_class(answer.as_ref().map(|r| r.status).unwrap_or(0));
                 metrics::histogram!(t::MIXPANEL_LATENCY, "endpoint" => endpoint.name())
                     .record(sent_at.elapsed().as_secs_f64());
+                history::response(&dest.id, answer.as_ref().map_or(0, |r| r.status), sent_at.elapsed());
                 metrics::counter!(t::MIXPANEL_RESPONSES, "endpoint" => endpoint.name(), "status_class" => class)
                     .increment(1);
                 let (outcome, body) = match &answer {

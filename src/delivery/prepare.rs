@@ -162,6 +162,7 @@ pub fn prepare(
                     }
                 }
                 EventResult::Failed { status, message } => {
+                    crate::history::count(&dest.id, crate::history::Count::FailedValidation, 1);
                     let event = events.get(index).cloned().unwrap_or(Value::Null);
                     p.refused
                         .push(dead(dest, sub_name.clone(), "rejected", Some(status), message, event));

@@ -813,6 +813,7 @@ impl Worker {
             match self.spool.submit(Op::Retry(id.clone(), retries.clone())).await {
                 Ok(_) => {
                     metrics::counter!(t::EVENTS_RETRIED, &labels).increment(n);
+                    crate::history::count(&id, crate::history::Count::Retried, n);
                     tracing::info!(destination = %id, events = n, "delivery failed for now; will retry");
                 }
                 Err(e) => return self.flush_failed(e, |w| w.retries = retries),
@@ -824,6 +825,7 @@ impl Worker {
             match self.spool.submit(Op::Dead(id.clone(), deads.clone())).await {
                 Ok(_) => {
                     metrics::counter!(t::EVENTS_DEAD_LETTERED, &labels).increment(n);
+                    crate::history::count(&id, crate::history::Count::DeadLettered, n);
                     log_dead_letters(&id, &deads);
                 }
                 Err(e) => return self.flush_failed(e, |w| w.deads = deads),
@@ -849,6 +851,7 @@ impl Worker {
         let oldest = self.window.values().filter_map(|p| p.received_ms).min();
         let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
         metrics::gauge!(t::OLDEST_EVENT_AGE, "destination" => self.dest.id.clone()).set(age);
+        crate::history::oldest_age(&self.dest.id, age);
         metrics::gauge!(t::SPOOL_DEPTH).set(self.spool.depth() as f64);
         metrics::gauge!(t::SPOOL_BYTES).set(self.spool.bytes() as f64);
     }

@@ -1,4 +1,6 @@
-//! Route handlers. Thin: parse, route, call the sink, shape the answer.
+//! Route handlers of the tracking API, the destination routes and the probes.
+//! Thin: parse, route, call the sink, shape the answer. The admin routes are in
+//! `admin`.
 
 use std::time::Duration;
 
@@ -16,14 +18,14 @@ use super::events::{self, EventLimits, RouteKind};
 use super::sink::{self, DestinationReport};
 use super::{ApiError, AppState};
 use crate::config::DestinationConfig;
-use crate::delivery::spool::{DeadLetter, DeadSummary, Op, Spool, SpoolError};
+use crate::delivery::spool::{Spool, SpoolError};
 use crate::delivery::ItemResult;
 use crate::mapping::schema::Mode;
 use crate::mixpanel::api::redact_tokens;
 use crate::telemetry as t;
 
 /// Retry-After when Mixpanel did not give one.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
@@ -109,7 +111,10 @@ async fn read_body(
 /// Reading a whole body may take `limit` at most (a client trickling it in
 /// would otherwise hold its request slot and its bytes for as long as it likes);
 /// then 408 `body_timeout`, and the connection is closed.
-async fn within_body_timeout<T>(limit: Duration, read: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+pub(super) async fn within_body_timeout<T>(
+    limit: Duration,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
     tokio::time::timeout(limit, read).await.map_err(|_| {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -228,6 +233,7 @@ async fn accept_into_spool(
         Ok(()) => {
             for dest in destinations {
                 metrics::counter!(t::EVENTS_ACCEPTED, "destination" => dest.id.clone()).increment(count as u64);
+                crate::history::count(&dest.id, crate::history::Count::Received, count as u64);
             }
             Ok(Json(json!({"success": true})).into_response())
         }
@@ -422,7 +428,7 @@ fn redact_authorization(result: &mut Value) {
     }
 }
 
-fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(token) = &state.config.admin_token else {
         return false;
     };
@@ -439,60 +445,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `GET /admin/config`: the running configuration without secrets.
-pub async fn admin_config(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if state.config.admin_token.is_none() {
-        return Err(ApiError::not_found(
-            "admin endpoints are off: no admin_token is configured",
-        ));
-    }
-    if !admin_ok(&state, &headers) {
-        return Err(ApiError::unauthorized(
-            "admin endpoints need Authorization: Bearer <admin_token>",
-        ));
-    }
-    let c = &state.config;
-    let destinations: Vec<Value> = c
-        .destinations
-        .iter()
-        .map(|d| {
-            let s = &d.destination.settings;
-            json!({
-                "id": d.id,
-                "write_keys": d.write_keys.len(),
-                "region": format!("{:?}", s.region),
-                "base_url": s.base_url(),
-                "strict_mode": s.strict_mode,
-                "repair_insert_ids": s.repair_insert_ids,
-                "traits_from_context": s.traits_from_context,
-                "source_name": s.source_name,
-                "dry_run": d.dry_run,
-                "batch_size": d.batch_size,
-                "gzip": d.gzip,
-                "subscriptions": d.destination.subscriptions.iter().map(|s| json!({
-                    "name": s.name, "subscribe": s.trigger.source(), "partnerAction": s.action.name(), "enabled": s.enabled
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "listen": c.listen.to_string(),
-        "limits": {
-            "max_event_bytes": c.limits.max_event_bytes,
-            "max_request_bytes": c.limits.max_request_bytes,
-            "max_nesting_depth": c.limits.max_nesting_depth,
-            "max_batch_events": c.limits.max_batch_events,
-            "header_timeout_ms": u64::try_from(c.limits.header_timeout.as_millis()).unwrap_or(u64::MAX),
-            "body_timeout_ms": u64::try_from(c.limits.body_timeout.as_millis()).unwrap_or(u64::MAX),
-            "idle_timeout_ms": u64::try_from(c.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-            "max_connections": c.limits.max_connections,
-            "max_requests": c.limits.max_requests,
-        },
-        "destinations": destinations,
-    }))
-    .into_response())
-}
-
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(spool) = &state.spool {
@@ -503,145 +455,4 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::not_found("metrics are not enabled in this process").into_response(),
     }
-}
-
-fn admin_spool<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Spool, ApiError> {
-    if state.config.admin_token.is_none() {
-        return Err(ApiError::not_found(
-            "admin endpoints are off: no admin_token is configured",
-        ));
-    }
-    if !admin_ok(state, headers) {
-        return Err(ApiError::unauthorized(
-            "admin endpoints need Authorization: Bearer <admin_token>",
-        ));
-    }
-    state
-        .spool
-        .as_ref()
-        .ok_or_else(|| ApiError::not_found("dead letters exist only with delivery.mode = \"spool\""))
-}
-
-/// Filters of the dead-letter list, replay and purge.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadFilter {
-    pub destination: Option<String>,
-    pub reason: Option<String>,
-    /// Epoch ms, inclusive.
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub limit: Option<usize>,
-    /// Explicit ids (replay, purge).
-    pub ids: Option<Vec<u64>>,
-}
-
-impl DeadFilter {
-    fn keep(&self, d: &DeadLetter) -> bool {
-        self.keep_summary(&DeadSummary {
-            id: d.id,
-            destination: d.destination.clone(),
-            reason: d.reason.clone(),
-            at_ms: d.at_ms,
-        })
-    }
-
-    fn keep_summary(&self, d: &DeadSummary) -> bool {
-        self.destination.as_ref().is_none_or(|x| *x == d.destination)
-            && self.reason.as_ref().is_none_or(|x| *x == d.reason)
-            && self.since_ms.is_none_or(|x| d.at_ms >= x)
-            && self.until_ms.is_none_or(|x| d.at_ms <= x)
-            && self.ids.as_ref().is_none_or(|ids| ids.contains(&d.id))
-    }
-}
-
-const MAX_DEAD_PAGE: usize = 10_000;
-
-/// `GET /admin/dead-letters?destination=&reason=&since_ms=&until_ms=&limit=`
-pub async fn dead_letters_list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::extract::Query(filter): axum::extract::Query<DeadFilter>,
-) -> Result<Response, ApiError> {
-    let spool = admin_spool(&state, &headers)?;
-    let limit = filter.limit.unwrap_or(100).min(MAX_DEAD_PAGE);
-    // Counted before listing: letters only arrive in between, so the list never
-    // shows fewer letters than the total says.
-    let total = spool.dead_count().unwrap_or(0);
-    let letters = spool
-        .dead_letters(limit, |d| filter.keep(d))
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    Ok(
-        Json(json!({"total": total, "dropped_since_start": spool.dead_dropped(), "dead_letters": letters}))
-            .into_response(),
-    )
-}
-
-/// `GET /admin/dead-letters/{id}`
-pub async fn dead_letters_show(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-) -> Result<Response, ApiError> {
-    let spool = admin_spool(&state, &headers)?;
-    match spool
-        .dead_letter(id)
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?
-    {
-        Some(letter) => Ok(Json(letter).into_response()),
-        None => Err(ApiError::not_found(format!("no dead letter with id {id}"))),
-    }
-}
-
-async fn selected_ids(spool: &Spool, filter: &DeadFilter) -> Result<Vec<u64>, ApiError> {
-    spool
-        .dead_letter_ids(filter.limit.unwrap_or(usize::MAX), |d| filter.keep_summary(d))
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))
-}
-
-async fn filter_body(body: Body, body_timeout: Duration) -> Result<DeadFilter, ApiError> {
-    let raw = within_body_timeout(body_timeout, to_bytes(body, 1 << 20))
-        .await?
-        .map_err(|_| ApiError::too_large("filter body exceeds 1 MiB"))?;
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DeadFilter::default());
-    }
-    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid filter: {e}")))
-}
-
-/// Applies `op` to the dead letters selected by the filter body; answers
-/// `{<verb>: count}`.
-async fn dead_letters_apply(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    op: fn(Vec<u64>) -> Op,
-    verb: &str,
-) -> Result<Response, ApiError> {
-    let spool = admin_spool(state, headers)?;
-    let filter = filter_body(body, state.config.limits.body_timeout).await?;
-    let ids = selected_ids(spool, &filter).await?;
-    let n = spool
-        .submit(op(ids))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), DEFAULT_RETRY_AFTER))?;
-    Ok(Json(json!({ verb: n })).into_response())
-}
-
-/// `POST /admin/dead-letters/replay` with a filter body (`{}` = all): re-queues them.
-pub async fn dead_letters_replay(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    dead_letters_apply(&state, &headers, body, Op::Replay, "replayed").await
-}
-
-/// `DELETE /admin/dead-letters` with a filter body (`{}` = all): deletes them.
-pub async fn dead_letters_purge(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    dead_letters_apply(&state, &headers, body, Op::Purge, "purged").await
 }

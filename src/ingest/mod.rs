@@ -1,5 +1,7 @@
 //! The HTTP API: Segment's tracking API (so Segment's SDKs work by changing their
-//! host), the synchronous per-event endpoint, preview, health and admin.
+//! host), the synchronous per-event endpoint, preview, health, admin
+//! (`admin`: authenticated by a layer before anything else is read) and the
+//! browser console (`console`).
 //!
 //! A request goes: body limits and gzip ([`body`]) -> write key -> events
 //! (Segment's enrichment: `messageId`, `receivedAt`, clock-skew correction, `type`
@@ -7,7 +9,9 @@
 //! routed to by the write key -> [`sink`] (the one seam between accepting and
 //! delivering) -> the answer. Every refusal is an [`ApiError`].
 
+mod admin;
 pub mod body;
+mod console;
 pub mod error;
 pub mod events;
 mod handlers;
@@ -28,6 +32,7 @@ use tower::ServiceBuilder;
 use crate::config::AppConfig;
 use crate::delivery::spool::Spool;
 use crate::delivery::Deliverer;
+pub use admin::{check_all as check_credentials, Credentials};
 pub use error::ApiError;
 
 /// What every handler shares.
@@ -49,6 +54,8 @@ pub struct AppState {
     /// Bytes of request bodies being read or parsed at once
     /// (`limits.max_body_bytes_in_flight`).
     pub body_bytes: Arc<tokio::sync::Semaphore>,
+    /// The last credential check of each destination (`/admin/credentials`).
+    pub credentials: Arc<admin::Credentials>,
 }
 
 /// How many request bodies are parsed at once: half the cores, at least one.
@@ -85,13 +92,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/destinations/{id}/events", post(handlers::destination_events))
         .route("/v1/destinations/{id}/preview", post(handlers::destination_preview))
         .route("/v1/{kind}", post(handlers::segment_api))
-        .route("/admin/config", get(handlers::admin_config))
-        .route(
-            "/admin/dead-letters",
-            get(handlers::dead_letters_list).delete(handlers::dead_letters_purge),
-        )
-        .route("/admin/dead-letters/replay", post(handlers::dead_letters_replay))
-        .route("/admin/dead-letters/{id}", get(handlers::dead_letters_show))
+        .merge(admin::routes(state.clone()))
+        .merge(console::router())
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(shed);
     Router::new()

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::config::DestinationConfig;
 use crate::delivery::{Deliverer, Item, ItemResult};
 use crate::destination::EventResult;
+use crate::history::{self, Count};
 use crate::mapping::schema::Mode;
 
 /// An event refused before sending: its mapping or validation failed.
@@ -78,6 +79,7 @@ pub async fn deliver(
     events: &[Value],
     now_ms: i64,
 ) -> DestinationReport {
+    history::count(&dest.id, Count::Received, events.len() as u64);
     let outcome = dest.destination.process(events, Mode::Single, now_ms);
     crate::telemetry::events_unmatched(&dest.id, outcome.unmatched.iter().filter_map(|&i| events.get(i)));
     let mut items = Vec::new();
@@ -93,6 +95,7 @@ pub async fn deliver(
                     );
                 }
                 EventResult::Failed { status, message } => {
+                    history::count(&dest.id, Count::FailedValidation, 1);
                     refused.push(MappingFailure {
                         event,
                         subscription: sub.subscription,

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod api;
 pub mod client;
+pub mod credentials;
 pub mod limits;
 pub mod settings;
 
