@@ -3,7 +3,9 @@
 //! conformance fixture with their own settings and subscriptions.
 //!
 //! In the same run it measures the ceiling: `serde_json` parse + serialize of the
-//! same event bytes, and prints transform/ceiling. Run: `cargo bench --bench transform`.
+//! same event bytes, and prints transform/ceiling: for the whole fixture (each
+//! case with its own subscriptions) and for the cases that run the six presets.
+//! Run: `cargo bench --bench transform`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ const FIXTURE: &str = include_str!("../tests/fixtures/conformance.jsonl");
 
 struct Work {
     destination: Destination,
+    /// The case runs the six preset subscriptions (no subscriptions of its own).
+    presets: bool,
     /// The event as the bytes a sender would post.
     event: String,
 }
@@ -35,6 +39,7 @@ fn workload() -> Vec<Work> {
         let Ok(settings) = Settings::from_reference(&case.settings, false) else {
             continue;
         };
+        let presets = case.subscriptions.is_none();
         let subscriptions = match &case.subscriptions {
             Some(c) => destination::load_subscriptions_lenient(c).0,
             None => destination::presets(),
@@ -52,6 +57,7 @@ fn workload() -> Vec<Work> {
             if let Ok(text) = serde_json::to_string(&event) {
                 out.push(Work {
                     destination: destination.clone(),
+                    presets,
                     event: text,
                 });
             }
@@ -110,17 +116,28 @@ fn main() {
     c.final_summary();
 
     // Side by side, interleaved, so machine noise hits both alike.
-    let (mut t, mut s) = (0.0, 0.0);
-    for _ in 0..3 {
-        t += rate(&work, Duration::from_millis(700), transform);
-        s += rate(&work, Duration::from_millis(700), ceiling);
+    let presets: Vec<Work> = work
+        .iter()
+        .filter(|w| w.presets)
+        .map(|w| Work {
+            destination: w.destination.clone(),
+            presets: true,
+            event: w.event.clone(),
+        })
+        .collect();
+    for (label, work) in [("realistic mix", &work), ("presets only", &presets)] {
+        let (mut t, mut s) = (0.0, 0.0);
+        for _ in 0..3 {
+            t += rate(work, Duration::from_millis(700), transform);
+            s += rate(work, Duration::from_millis(700), ceiling);
+        }
+        let (t, s) = (t / 3.0, s / 3.0);
+        println!(
+            "{label}: transform {:.0} events/s per core; ceiling (serde_json parse + serialize) {:.0} events/s; ratio {:.1}%  ({} events)",
+            t,
+            s,
+            100.0 * t / s,
+            work.len()
+        );
     }
-    let (t, s) = (t / 3.0, s / 3.0);
-    println!(
-        "transform: {:.0} events/s per core; ceiling (serde_json parse + serialize): {:.0} events/s; ratio {:.1}%  ({} events)",
-        t,
-        s,
-        100.0 * t / s,
-        work.len()
-    );
 }

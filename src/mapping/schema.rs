@@ -278,7 +278,17 @@ fn single_valid(field: &Field, value: &Value) -> bool {
         | (FieldType::Datetime, Value::Number(_)) => true,
         (FieldType::Integer, Value::Number(n)) => n.as_f64().is_some_and(|n| n.fract() == 0.0),
         (FieldType::Datetime, Value::String(s)) => is_date_like(s),
-        (FieldType::Object, Value::Object(_)) => field.properties.is_empty(),
+        // Declared sub-properties: unchanged when every member is kept as it
+        // is (see `coerce_object`).
+        (FieldType::Object, Value::Object(map)) => {
+            field.properties.is_empty()
+                || map
+                    .iter()
+                    .all(|(key, v)| match field.properties.iter().find(|p| p.key == *key) {
+                        Some(sub) => !(v.is_null() && !sub.allow_null && !field.multiple) && already_valid(sub, v),
+                        None => field.additional_properties,
+                    })
+        }
         _ => false,
     }
 }
@@ -694,7 +704,7 @@ mod tests {
         leaf.prop_recursive(2, 8, 3, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-                prop::collection::vec(("[a]{1}", inner), 0..3).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                prop::collection::vec(("[ab]{1}", inner), 0..3).prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
     }
@@ -708,15 +718,18 @@ mod tests {
             Just(FieldType::Datetime),
             Just(FieldType::Object),
         ];
-        (ty, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(ty, multiple, allow_null, sub)| {
-            let mut f = Field::new("f", "F", ty);
-            f.multiple = multiple;
-            f.allow_null = allow_null;
-            if sub {
-                f.properties = SUB;
-            }
-            f
-        })
+        (ty, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(ty, multiple, allow_null, sub, open)| {
+                let mut f = Field::new("f", "F", ty);
+                f.multiple = multiple;
+                f.allow_null = allow_null;
+                if sub {
+                    f.properties = SUB;
+                    f.additional_properties = open;
+                }
+                f
+            },
+        )
     }
 
     #[test]
@@ -735,8 +748,16 @@ mod tests {
             .filter(|(_, v)| matches!(v, Cow::Borrowed(_)))
             .map(|(k, _)| *k)
             .collect();
-        // `utm` has declared sub-properties: it is coerced on a copy.
-        assert_eq!(borrowed, ["event", "width", "time", "props"]);
+        assert_eq!(borrowed, ["event", "width", "time", "props", "utm"]);
+        // A member that coercion changes makes the object a coerced copy.
+        let event = json!({"event": "e", "utm": {"a": 1}});
+        let members = event
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v)));
+        let payload = validate_entries(FIELDS, members, Mode::Single).unwrap();
+        assert!(matches!(payload.entries.last(), Some(("utm", Cow::Owned(v))) if v == &json!({"a": "1"})));
     }
 
     proptest! {
