@@ -1,13 +1,26 @@
 //! From spooled bytes to records: parse, run the destination's pipeline, and
 //! number each event's records (positions are what a retry state remembers as
-//! done). CPU work: it runs on the blocking pool, in parallel chunks.
+//! done). CPU work: it runs on the blocking pool, in parallel chunks, under
+//! the destination's transform guard (a crash while transforming cannot
+//! repeat forever: see `spool::TransformGuard`).
+//!
+//! # Fault injection (tests only)
+//! When the process environment has `MIXPANEL_ACTIONS_TEST_ABORT_ON_MESSAGE_ID`
+//! set to a non-empty value, transforming an event whose `messageId` is that
+//! value aborts the process (`std::process::abort`), as a bug would: the tests
+//! of the guard need a real crash on a chosen event. It cannot be turned on by
+//! accident: it is not a configuration key (the configuration's variables
+//! start with `MIXPANEL_ACTIONS__`, two underscores, and this one is not read
+//! by the configuration loader), no request can set it, it acts only on the
+//! exact `messageId` given, and the worker logs a warning at start while it is
+//! set.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
-use super::spool::{DeadLetter, Entry};
+use super::spool::{DeadLetter, Entry, EventId, Step, TransformGuard};
 use super::Item;
 use crate::config::DestinationConfig;
 use crate::destination::EventResult;
@@ -28,6 +41,94 @@ pub struct Prepared {
 
 /// Below this many events per chunk, splitting costs more than it saves.
 const MIN_CHUNK_EVENTS: usize = 64;
+
+/// The fault-injection variable (see the module docs).
+pub const ABORT_ON_ENV: &str = "MIXPANEL_ACTIONS_TEST_ABORT_ON_MESSAGE_ID";
+
+/// The `messageId` whose transform aborts the process, when fault injection
+/// is on.
+pub fn abort_marker() -> Option<&'static str> {
+    static MARKER: OnceLock<Option<String>> = OnceLock::new();
+    MARKER
+        .get_or_init(|| std::env::var(ABORT_ON_ENV).ok().filter(|v| !v.is_empty()))
+        .as_deref()
+}
+
+fn abort_if_marked(events: &[Value]) {
+    let Some(marker) = abort_marker() else {
+        return;
+    };
+    if events
+        .iter()
+        .any(|e| e.get("messageId").and_then(Value::as_str) == Some(marker))
+    {
+        tracing::error!(
+            message_id = marker,
+            "fault injection: aborting while transforming this event"
+        );
+        std::process::abort();
+    }
+}
+
+/// The reason of a quarantined event's dead letter.
+pub const POISON: &str = "poison";
+
+/// Prepares one read of `entries` (in spool order) under `guard`: events run
+/// together marked as one range; suspects (being transformed when the process
+/// died) one at a time, each marked; poison (being transformed, alone, at a
+/// second crash) becomes a dead letter without being transformed.
+pub async fn prepare_guarded(
+    dest: &Arc<DestinationConfig>,
+    guard: &Arc<TransformGuard>,
+    entries: Vec<Entry>,
+    now_ms: i64,
+) -> Vec<Result<Prepared, (Entry, DeadLetter)>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for step in guard.plan(entries) {
+        let (entries, alone) = match step {
+            Step::Poison(entry) => {
+                guard.quarantined(entry.id);
+                let letter = poison_letter(dest, &entry);
+                out.push(Err((entry, letter)));
+                continue;
+            }
+            Step::Alone(entry) => (vec![entry], true),
+            Step::Batch(entries) => (entries, false),
+        };
+        let (Some(first), Some(last)) = (entries.first().map(|e| e.id), entries.last().map(|e| e.id)) else {
+            continue;
+        };
+        mark(guard, move |g| g.begin(first, last, alone)).await;
+        out.extend(prepare_parallel(dest, entries, now_ms).await);
+        mark(guard, TransformGuard::end).await;
+    }
+    out
+}
+
+/// Writes the guard on the blocking pool.
+async fn mark(guard: &Arc<TransformGuard>, write: impl FnOnce(&TransformGuard) + Send + 'static) {
+    let guard = guard.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || write(&guard)).await {
+        tracing::error!(error = %e, "transform guard write task failed");
+    }
+}
+
+fn poison_letter(dest: &DestinationConfig, entry: &Entry) -> DeadLetter {
+    let EventId { segment, ordinal } = entry.id;
+    tracing::error!(destination = %dest.id, segment, ordinal, "event quarantined: the process died twice while transforming it");
+    let event = serde_json::from_slice(&entry.event)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.event).into_owned()));
+    dead(
+        dest,
+        None,
+        POISON,
+        None,
+        "the process died twice while transforming this event (the second time with this event \
+         alone), so it is not transformed again; replay it once the cause is fixed"
+            .to_owned(),
+        event,
+    )
+}
 
 /// Prepares `entries` on the blocking pool, in as many chunks as there are
 /// cores. Unreadable events come back as dead letters (`Err`).
@@ -98,6 +199,7 @@ pub fn prepare(
             }
         }
     }
+    abort_if_marked(&events);
     // A panic in the pipeline is a bug. Its events must not block the queue
     // forever: they become dead letters with the reason, and the event.
     let run = std::panic::AssertUnwindSafe(|| dest.destination.process(&events, Mode::Single, now_ms));

@@ -41,7 +41,7 @@ use super::backoff::Backoff;
 use super::lanes::{self, Lane};
 use super::limiter::{Limiter, Signal};
 use super::prepare::{self, Prepared};
-use super::spool::{Cursor, DeadLetter, Entry, EventId, Op, RetryState, Spool};
+use super::spool::{Cursor, DeadLetter, Entry, EventId, Op, RetryState, Spool, TransformGuard};
 use super::{Deliverer, Item, ItemResult};
 use crate::config::DestinationConfig;
 use crate::telemetry as t;
@@ -81,6 +81,9 @@ pub async fn run(
 ) {
     let notify = spool.notifier();
     let mut notified = Box::pin(notify.notified());
+    if let Some(marker) = prepare::abort_marker() {
+        tracing::warn!(destination = %dest.id, variable = prepare::ABORT_ON_ENV, message_id = marker, "fault injection is on: transforming the event with this messageId aborts the process (tests only)");
+    }
     let mut w = Worker::new(dest, spool, deliverer, settings);
     let mut stop_at: Option<Instant> = None;
     let mut next_gauges = Instant::now();
@@ -206,6 +209,8 @@ struct Worker {
     /// Import events waiting for their next attempt: `(epoch ms, key)`.
     waiting: BTreeSet<(i64, usize)>,
     limiter: Limiter,
+    /// Marks what is being transformed, so a crash there cannot repeat.
+    guard: Arc<TransformGuard>,
     tasks: JoinSet<Done>,
     acks: Vec<EventId>,
     deads: Vec<(EventId, DeadLetter)>,
@@ -224,6 +229,7 @@ impl Worker {
         let max_window = dest.batch_size.max(1) * (concurrency + 2);
         Worker {
             fingerprint: prepare::config_fingerprint(&dest),
+            guard: spool.transform_guard(&dest.id),
             dest,
             spool,
             deliverer,
@@ -287,6 +293,7 @@ impl Worker {
         let max_events = room.min(self.dest.batch_size.max(1));
         let spool = self.spool.clone();
         let dest = self.dest.clone();
+        let guard = self.guard.clone();
         // A failed read leaves the position where it was: the read is tried
         // again, and nothing is skipped.
         let saved = cursor.clone();
@@ -305,7 +312,7 @@ impl Worker {
             match read {
                 Ok((cursor, Ok(entries))) => Done::Read {
                     cursor,
-                    prepared: prepare::prepare_parallel(&dest, entries, now_ms()).await,
+                    prepared: prepare::prepare_guarded(&dest, &guard, entries, now_ms()).await,
                     error: None,
                 },
                 Ok((_, Err(e))) => failed(e.to_string()),
