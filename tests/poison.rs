@@ -92,8 +92,13 @@ async fn a_poison_event_is_dead_lettered_after_two_crashes_and_the_server_then_r
     let mut events: Vec<Value> = (0..3).map(|i| track(&format!("before-{i}"), KEY)).collect();
     events.push(track(POISON_ID, KEY));
     events.extend((0..3).map(|i| track(&format!("after-{i}"), KEY)));
-    let answer = server.http.batch(KEY, &events).await.expect("post the batch");
-    assert_eq!(answer.status, 200, "{answer:?}");
+    // The worker reads events once they are durable and may abort before the
+    // answer is written: then the answer is lost, but the crash shows the
+    // request's events were committed (one request is one spool record).
+    match server.http.batch(KEY, &events).await {
+        Ok(answer) => assert_eq!(answer.status, 200, "{answer:?}"),
+        Err(e) => println!("[poison] the process died before answering: {e}"),
+    }
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = server.exited() {

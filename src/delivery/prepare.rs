@@ -98,18 +98,27 @@ pub async fn prepare_guarded(
         let (Some(first), Some(last)) = (entries.first().map(|e| e.id), entries.last().map(|e| e.id)) else {
             continue;
         };
-        mark(guard, move |g| g.begin(first, last, alone)).await;
+        // The marks are written here, not on the blocking pool: each is one
+        // small write(2) into the page cache, and with no await between the
+        // mark and its `Unmark`, a worker stopped while it waits for the
+        // transform (a clean shutdown) clears the mark instead of leaving
+        // one that would make suspects, or poison, of events that crashed
+        // nothing.
+        guard.begin(first, last, alone);
+        let unmark = Unmark(guard);
         out.extend(prepare_parallel(dest, entries, now_ms).await);
-        mark(guard, TransformGuard::end).await;
+        drop(unmark);
     }
     out
 }
 
-/// Writes the guard on the blocking pool.
-async fn mark(guard: &Arc<TransformGuard>, write: impl FnOnce(&TransformGuard) + Send + 'static) {
-    let guard = guard.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || write(&guard)).await {
-        tracing::error!(error = %e, "transform guard write task failed");
+/// Clears the guard's mark when dropped: after the transform, or when the
+/// transform is abandoned.
+struct Unmark<'a>(&'a TransformGuard);
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
@@ -349,7 +358,97 @@ pub fn merge_letters(mut letters: Vec<DeadLetter>) -> Option<DeadLetter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::spool::{Cursor, Spool, SpoolLimits};
+    use crate::destination::Destination;
+    use crate::mixpanel::Settings;
     use serde_json::json;
+
+    fn shape(guard: &TransformGuard, entries: Vec<Entry>) -> String {
+        guard
+            .plan(entries)
+            .iter()
+            .map(|step| match step {
+                Step::Batch(es) => "b".repeat(es.len()),
+                Step::Alone(_) => "s".into(),
+                Step::Poison(_) => "p".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guarded_preparation_quarantines_poison_and_clears_its_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 30,
+            max_dead_letters: 10,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let read = |spool: &Spool| spool.read("d", &mut Cursor::default(), 100, 1 << 20).unwrap();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        let events = (0..4)
+            .map(|i| {
+                let e = json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")});
+                ("d".to_owned(), serde_json::to_vec(&e).unwrap())
+            })
+            .collect();
+        rt.block_on(spool.append(events)).unwrap();
+        let ids: Vec<EventId> = read(&spool).iter().map(|e| e.id).collect();
+        // A crash with the four in a batch, then one with event 1 alone.
+        spool.transform_guard("d").begin(ids[0], ids[3], false);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        spool.transform_guard("d").begin(ids[1], ids[1], true);
+        spool.close();
+
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        let guard = spool.transform_guard("d");
+        assert_eq!(shape(&guard, read(&spool)), "bpss");
+        let dest = Arc::new(DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(Settings::new("tok")),
+            dry_run: false,
+            batch_size: 10,
+            max_batch_bytes: 1 << 20,
+            gzip: false,
+        });
+        let out = rt.block_on(prepare_guarded(&dest, &guard, read(&spool), 0));
+        assert_eq!(out.len(), 4);
+        for (i, r) in out.iter().enumerate() {
+            match r {
+                Err((entry, letter)) => {
+                    assert_eq!((i, entry.id), (1, ids[1]));
+                    assert_eq!(letter.reason, POISON);
+                    assert_eq!(letter.event["messageId"], "m1");
+                    assert!(letter.message.contains("died twice"), "{}", letter.message);
+                }
+                Ok(p) => {
+                    assert_eq!(p.entry.id, ids[i]);
+                    assert_eq!(p.records.len(), 1, "{i}");
+                }
+            }
+        }
+        // Every mark cleared, the suspects settled: nothing left to isolate,
+        // after a restart too; the poison stays listed while it is queued.
+        assert_eq!(shape(&guard, read(&spool)), "bpbb");
+        drop(guard);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(shape(&spool.transform_guard("d"), read(&spool)), "bpbb");
+
+        // A mark is cleared when its transform is abandoned too.
+        let guard = spool.transform_guard("d");
+        guard.begin(ids[2], ids[2], true);
+        drop(Unmark(&guard));
+        drop(guard);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(shape(&spool.transform_guard("d"), read(&spool)), "bpbb");
+    }
 
     fn letter(sub: &str, msg: &str) -> DeadLetter {
         DeadLetter {

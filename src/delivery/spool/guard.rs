@@ -284,8 +284,8 @@ pub enum Step {
     Poison(Entry),
 }
 
-/// One destination's guard (see the module docs). Its methods that write do
-/// blocking I/O: call them off the async threads.
+/// One destination's guard (see the module docs). `begin` and `end` write the
+/// file: one small write(2) each, into the page cache.
 pub struct TransformGuard {
     destination: String,
     path: PathBuf,
