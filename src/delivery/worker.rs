@@ -21,6 +21,11 @@
 //! - failing for longer than `max_age` (counted from acceptance): dead letter,
 //!   reason `expired`.
 //!
+//! Each read is transformed under the spool's transform guard: its id range
+//! is marked while the transform runs, so an event the process dies on is
+//! transformed alone after the restart and, if it kills the process again,
+//! becomes a dead letter (`poison`) instead of a crash loop.
+//!
 //! A `429` or `Retry-After` pauses the whole destination, every lane; an event
 //! that was only throttled comes back when the pause ends (the pause, not the
 //! event, backs off), so throttled events do not sit out growing backoffs while
