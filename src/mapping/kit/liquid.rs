@@ -140,7 +140,7 @@ pub(crate) fn check(template: &str) -> Result<(), String> {
 fn parser() -> Result<&'static liquid::Parser, String> {
     static PARSER: OnceLock<Option<liquid::Parser>> = OnceLock::new();
     PARSER
-        .get_or_init(|| bounded::install(liquid::ParserBuilder::with_stdlib()).build().ok())
+        .get_or_init(|| bounded::parser_builder().build().ok())
         .as_ref()
         .ok_or_else(|| "liquid engine could not be initialised".to_owned())
 }

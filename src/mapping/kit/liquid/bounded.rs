@@ -17,8 +17,10 @@
 //! crash.
 //!
 //! # Where output can grow, and how each path is bounded
-//! Without loops (`for`, `tablerow` and `include`/`render` are refused before
-//! parsing) a render runs each element of the template at most once, so the
+//! The parser knows only the supported tags and filters ([`parser_builder`]):
+//! whatever the scan before parsing might let through, no other tag or filter
+//! of the crate can run. Without loops (`for`, `tablerow`, `include`,
+//! `render` are unknown to it) a render runs each element of the template at most once, so the
 //! work is bounded by the template's length times the cost of one element; the
 //! cost of one element is bounded by bounding the values it can produce. In the
 //! `liquid` crate (0.26) output grows only through:
@@ -172,13 +174,24 @@ fn supported() -> Vec<(Box<dyn ParseFilter>, Growth)> {
     ]
 }
 
-/// Registers the bounded filters and `capture` in `builder`, replacing the
-/// crate's.
-pub(super) fn install(mut builder: liquid::ParserBuilder) -> liquid::ParserBuilder {
+/// A parser that knows the supported subset only: the crate's `assign`,
+/// `if`, `unless`, `raw` and `comment`, our `capture`, and the supported
+/// filters wrapped in [`Bounded`]. The template is scanned for anything else
+/// before parsing (with the reference's messages); this closed set makes sure
+/// nothing that scan might miss (`for`, `concat`, `split`, ...) can run.
+pub(super) fn parser_builder() -> liquid::ParserBuilder {
+    use liquid_lib::stdlib as s;
+    let mut builder = liquid::ParserBuilder::new()
+        .tag(s::AssignTag)
+        .block(s::RawBlock)
+        .block(s::IfBlock)
+        .block(s::UnlessBlock)
+        .block(s::CommentBlock)
+        .block(BoundedCapture);
     for (inner, growth) in supported() {
         builder = builder.filter(Bounded { inner, growth });
     }
-    builder.block(BoundedCapture)
+    builder
 }
 
 /// A crate filter, with its result's length checked before it runs.

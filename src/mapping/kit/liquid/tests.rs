@@ -165,3 +165,29 @@ fn filters_that_do_not_grow_are_unchanged() {
         Ok("<hello world><hello world>".into())
     );
 }
+
+#[test]
+fn the_parser_knows_only_the_supported_subset() {
+    // Even without the scan before parsing, nothing else can run.
+    let parser = super::parser().unwrap();
+    for outside in [
+        "{% assign a = a | concat: a %}",
+        "{{ a | split: \",\" }}",
+        "{{ a | times: 2 }}",
+        "{% for x in a %}{{ x }}{% endfor %}",
+        "{% cycle \"a\", \"b\" %}",
+        "{% include \"x\" %}",
+        "{% tablerow x in a %}{% endtablerow %}",
+    ] {
+        assert!(parser.parse(outside).is_err(), "{outside}");
+    }
+    for inside in [
+        "{% assign a = b | append: c | prepend: d | replace: e, f | replace_first: g, h %}",
+        "{% capture c %}{% if a %}{% elsif b %}{% else %}{% endif %}{% unless a %}{% endunless %}{% endcapture %}",
+        "{% raw %}{{ x }}{% endraw %}{% comment %}x{% endcomment %}",
+        "{{ a | upcase | downcase | strip | lstrip | rstrip | remove: b | remove_first: b | default: c }}",
+        "{{ l | first }}{{ l | last }}{{ l | join: \",\" }}",
+    ] {
+        assert!(parser.parse(inside).is_ok(), "{inside}");
+    }
+}
