@@ -478,8 +478,15 @@ pub(super) fn recover_all(inner: &Inner, dir: &Path) -> HashMap<String, Arc<Tran
             }
             None => state = GuardState::default(),
         }
-        let guard = TransformGuard::new(destination.clone(), path, state);
-        guard.persist();
+        let empty = state == GuardState::default();
+        let guard = TransformGuard::new(destination.clone(), path.clone(), state);
+        if !empty {
+            guard.persist();
+        } else if let Err(e) = fs::remove_file(&path) {
+            // Nothing to remember (a clean stop, or a destination whose events
+            // are gone): the file is created again by the next mark.
+            tracing::warn!(destination = %destination, error = %e, "spool: cannot remove an empty transform guard");
+        }
         guards.insert(destination, Arc::new(guard));
     }
     guards

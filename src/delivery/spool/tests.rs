@@ -818,5 +818,8 @@ fn the_transform_guard_survives_a_crash_and_forgets_events_no_longer_queued() {
     let spool = Spool::open(dir.path(), LIMITS).unwrap();
     let guard = spool.transform_guard("d");
     assert_eq!(plan_shape(&guard, read_all(&spool, "d")), "bbbb");
+    // Nothing left to remember: the file is gone until the next mark.
+    assert!(!dir.path().join("transform").join("64").exists());
+    guard.begin(ids[0], ids[1], false);
     assert!(dir.path().join("transform").join("64").exists());
 }
