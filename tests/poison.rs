@@ -9,7 +9,8 @@
 //! - Liquid templates that would need gigabytes (doubling with `append`,
 //!   multiplying with `replace`, a `capture` that repeats itself) give an
 //!   event-level error, in a preview and for ingested events (dead letters
-//!   with the reason), and the server keeps serving.
+//!   with the reason), and the server keeps serving; the `preview` command
+//!   reports them per event.
 
 #[cfg(test)]
 mod durability_support;
@@ -340,4 +341,57 @@ async fn liquid_bombs_give_event_errors_and_the_server_keeps_serving() {
     assert!(server.exited().is_none(), "{}", server.logs());
     let (status, _) = server.terminate(WAIT).await;
     assert!(status.success(), "{status}");
+}
+
+/// The `preview` command (the event tester) on the same bombs: per-event
+/// errors naming the limit, one result per case, exit 0.
+#[test]
+fn the_preview_command_reports_liquid_bombs_per_event() {
+    use std::io::Write as _;
+
+    let cases: Vec<String> = bombs()
+        .into_iter()
+        .map(|(name, template)| {
+            json!({
+                "id": name,
+                "settings": {"projectToken": "tok"},
+                "event": {"type": "track", "event": "E", "userId": "u1", "messageId": "m1"},
+                "subscriptions": [{
+                    "name": format!("{name} bomb"),
+                    "subscribe": "type = \"track\"",
+                    "partnerAction": "trackEvent",
+                    "mapping": {"event": {"@liquid": template}, "distinct_id": {"@path": "$.userId"}},
+                }],
+            })
+            .to_string()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixpanel-actions"))
+        .arg("preview")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn preview");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(cases.join("\n").as_bytes()).expect("write the cases");
+    drop(stdin);
+    let output = child.wait_with_output().expect("preview output");
+    println!(
+        "[liquid bombs] preview command: {} cases in {:?}",
+        cases.len(),
+        started.elapsed()
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON result per case"))
+        .collect();
+    assert_eq!(results.len(), cases.len());
+    for (result, (name, _)) in results.iter().zip(bombs()) {
+        let message = result["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(LIMIT), "{name}: {result}");
+        assert_eq!(result["requests"], json!([]), "{name}: {result}");
+    }
 }
