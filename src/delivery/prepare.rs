@@ -1,13 +1,26 @@
 //! From spooled bytes to records: parse, run the destination's pipeline, and
 //! number each event's records (positions are what a retry state remembers as
-//! done). CPU work: it runs on the blocking pool, in parallel chunks.
+//! done). CPU work: it runs on the blocking pool, in parallel chunks, under
+//! the destination's transform guard (a crash while transforming cannot
+//! repeat forever: see `spool::TransformGuard`).
+//!
+//! # Fault injection (tests only)
+//! When the process environment has `MIXPANEL_ACTIONS_TEST_ABORT_ON_MESSAGE_ID`
+//! set to a non-empty value, transforming an event whose `messageId` is that
+//! value aborts the process (`std::process::abort`), as a bug would: the tests
+//! of the guard need a real crash on a chosen event. It cannot be turned on by
+//! accident: it is not a configuration key (the configuration's variables
+//! start with `MIXPANEL_ACTIONS__`, two underscores, and this one is not read
+//! by the configuration loader), no request can set it, it acts only on the
+//! exact `messageId` given, and the worker logs a warning at start while it is
+//! set.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
-use super::spool::{DeadLetter, Entry};
+use super::spool::{DeadLetter, Entry, EventId, Step, TransformGuard};
 use super::Item;
 use crate::config::DestinationConfig;
 use crate::destination::EventResult;
@@ -28,6 +41,103 @@ pub struct Prepared {
 
 /// Below this many events per chunk, splitting costs more than it saves.
 const MIN_CHUNK_EVENTS: usize = 64;
+
+/// The fault-injection variable (see the module docs).
+pub const ABORT_ON_ENV: &str = "MIXPANEL_ACTIONS_TEST_ABORT_ON_MESSAGE_ID";
+
+/// The `messageId` whose transform aborts the process, when fault injection
+/// is on.
+pub fn abort_marker() -> Option<&'static str> {
+    static MARKER: OnceLock<Option<String>> = OnceLock::new();
+    MARKER
+        .get_or_init(|| std::env::var(ABORT_ON_ENV).ok().filter(|v| !v.is_empty()))
+        .as_deref()
+}
+
+fn abort_if_marked(events: &[Value]) {
+    let Some(marker) = abort_marker() else {
+        return;
+    };
+    if events
+        .iter()
+        .any(|e| e.get("messageId").and_then(Value::as_str) == Some(marker))
+    {
+        tracing::error!(
+            message_id = marker,
+            "fault injection: aborting while transforming this event"
+        );
+        std::process::abort();
+    }
+}
+
+/// The reason of a quarantined event's dead letter.
+pub const POISON: &str = "poison";
+
+/// Prepares one read of `entries` (in spool order) under `guard`: events run
+/// together marked as one range; suspects (being transformed when the process
+/// died) one at a time, each marked; poison (being transformed, alone, at a
+/// second crash) becomes a dead letter without being transformed.
+pub async fn prepare_guarded(
+    dest: &Arc<DestinationConfig>,
+    guard: &Arc<TransformGuard>,
+    entries: Vec<Entry>,
+    now_ms: i64,
+) -> Vec<Result<Prepared, (Entry, DeadLetter)>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for step in guard.plan(entries) {
+        let (entries, alone) = match step {
+            Step::Poison(entry) => {
+                guard.quarantined(entry.id);
+                let letter = poison_letter(dest, &entry);
+                out.push(Err((entry, letter)));
+                continue;
+            }
+            Step::Alone(entry) => (vec![entry], true),
+            Step::Batch(entries) => (entries, false),
+        };
+        let (Some(first), Some(last)) = (entries.first().map(|e| e.id), entries.last().map(|e| e.id)) else {
+            continue;
+        };
+        // The marks are written here, not on the blocking pool: each is one
+        // small write(2) into the page cache, and with no await between the
+        // mark and its `Unmark`, a worker stopped while it waits for the
+        // transform (a clean shutdown) clears the mark instead of leaving
+        // one that would make suspects, or poison, of events that crashed
+        // nothing.
+        guard.begin(first, last, alone);
+        let unmark = Unmark(guard);
+        out.extend(prepare_parallel(dest, entries, now_ms).await);
+        drop(unmark);
+    }
+    out
+}
+
+/// Clears the guard's mark when dropped: after the transform, or when the
+/// transform is abandoned.
+struct Unmark<'a>(&'a TransformGuard);
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+fn poison_letter(dest: &DestinationConfig, entry: &Entry) -> DeadLetter {
+    let EventId { segment, ordinal } = entry.id;
+    tracing::error!(destination = %dest.id, segment, ordinal, "event quarantined: the process died twice while transforming it");
+    let event = serde_json::from_slice(&entry.event)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.event).into_owned()));
+    dead(
+        dest,
+        None,
+        POISON,
+        None,
+        "the process died twice while transforming this event (the second time with this event \
+         alone), so it is not transformed again; replay it once the cause is fixed"
+            .to_owned(),
+        event,
+    )
+}
 
 /// Prepares `entries` on the blocking pool, in as many chunks as there are
 /// cores. Unreadable events come back as dead letters (`Err`).
@@ -98,6 +208,7 @@ pub fn prepare(
             }
         }
     }
+    abort_if_marked(&events);
     // A panic in the pipeline is a bug. Its events must not block the queue
     // forever: they become dead letters with the reason, and the event.
     let run = std::panic::AssertUnwindSafe(|| dest.destination.process(&events, Mode::Single, now_ms));
@@ -248,7 +359,97 @@ pub fn merge_letters(mut letters: Vec<DeadLetter>) -> Option<DeadLetter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::spool::{Cursor, Spool, SpoolLimits};
+    use crate::destination::Destination;
+    use crate::mixpanel::Settings;
     use serde_json::json;
+
+    fn shape(guard: &TransformGuard, entries: Vec<Entry>) -> String {
+        guard
+            .plan(entries)
+            .iter()
+            .map(|step| match step {
+                Step::Batch(es) => "b".repeat(es.len()),
+                Step::Alone(_) => "s".into(),
+                Step::Poison(_) => "p".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guarded_preparation_quarantines_poison_and_clears_its_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 30,
+            max_dead_letters: 10,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let read = |spool: &Spool| spool.read("d", &mut Cursor::default(), 100, 1 << 20).unwrap();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        let events = (0..4)
+            .map(|i| {
+                let e = json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m{i}")});
+                ("d".to_owned(), serde_json::to_vec(&e).unwrap())
+            })
+            .collect();
+        rt.block_on(spool.append(events)).unwrap();
+        let ids: Vec<EventId> = read(&spool).iter().map(|e| e.id).collect();
+        // A crash with the four in a batch, then one with event 1 alone.
+        spool.transform_guard("d").begin(ids[0], ids[3], false);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        spool.transform_guard("d").begin(ids[1], ids[1], true);
+        spool.close();
+
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        let guard = spool.transform_guard("d");
+        assert_eq!(shape(&guard, read(&spool)), "bpss");
+        let dest = Arc::new(DestinationConfig {
+            id: "d".into(),
+            write_keys: vec![],
+            destination: Destination::with_presets(Settings::new("tok")),
+            dry_run: false,
+            batch_size: 10,
+            max_batch_bytes: 1 << 20,
+            gzip: false,
+        });
+        let out = rt.block_on(prepare_guarded(&dest, &guard, read(&spool), 0));
+        assert_eq!(out.len(), 4);
+        for (i, r) in out.iter().enumerate() {
+            match r {
+                Err((entry, letter)) => {
+                    assert_eq!((i, entry.id), (1, ids[1]));
+                    assert_eq!(letter.reason, POISON);
+                    assert_eq!(letter.event["messageId"], "m1");
+                    assert!(letter.message.contains("died twice"), "{}", letter.message);
+                }
+                Ok(p) => {
+                    assert_eq!(p.entry.id, ids[i]);
+                    assert_eq!(p.records.len(), 1, "{i}");
+                }
+            }
+        }
+        // Every mark cleared, the suspects settled: nothing left to isolate,
+        // after a restart too; the poison stays listed while it is queued.
+        assert_eq!(shape(&guard, read(&spool)), "bpbb");
+        drop(guard);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(shape(&spool.transform_guard("d"), read(&spool)), "bpbb");
+
+        // A mark is cleared when its transform is abandoned too.
+        let guard = spool.transform_guard("d");
+        guard.begin(ids[2], ids[2], true);
+        drop(Unmark(&guard));
+        drop(guard);
+        spool.close();
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(shape(&spool.transform_guard("d"), read(&spool)), "bpbb");
+    }
 
     fn letter(sub: &str, msg: &str) -> DeadLetter {
         DeadLetter {

@@ -21,6 +21,11 @@
 //! - failing for longer than `max_age` (counted from acceptance): dead letter,
 //!   reason `expired`.
 //!
+//! Each read is transformed under the spool's transform guard: its id range
+//! is marked while the transform runs, so an event the process dies on is
+//! transformed alone after the restart and, if it kills the process again,
+//! becomes a dead letter (`poison`) instead of a crash loop.
+//!
 //! A `429` or `Retry-After` pauses the whole destination, every lane; an event
 //! that was only throttled comes back when the pause ends (the pause, not the
 //! event, backs off), so throttled events do not sit out growing backoffs while
@@ -41,7 +46,7 @@ use super::backoff::Backoff;
 use super::lanes::{self, Lane};
 use super::limiter::{Limiter, Signal};
 use super::prepare::{self, Prepared};
-use super::spool::{Cursor, DeadLetter, Entry, EventId, Op, RetryState, Spool};
+use super::spool::{Cursor, DeadLetter, Entry, EventId, Op, RetryState, Spool, TransformGuard};
 use super::{Deliverer, Item, ItemResult};
 use crate::config::DestinationConfig;
 use crate::telemetry as t;
@@ -81,6 +86,9 @@ pub async fn run(
 ) {
     let notify = spool.notifier();
     let mut notified = Box::pin(notify.notified());
+    if let Some(marker) = prepare::abort_marker() {
+        tracing::warn!(destination = %dest.id, variable = prepare::ABORT_ON_ENV, message_id = marker, "fault injection is on: transforming the event with this messageId aborts the process (tests only)");
+    }
     let mut w = Worker::new(dest, spool, deliverer, settings);
     let mut stop_at: Option<Instant> = None;
     let mut next_gauges = Instant::now();
@@ -206,6 +214,8 @@ struct Worker {
     /// Import events waiting for their next attempt: `(epoch ms, key)`.
     waiting: BTreeSet<(i64, usize)>,
     limiter: Limiter,
+    /// Marks what is being transformed, so a crash there cannot repeat.
+    guard: Arc<TransformGuard>,
     tasks: JoinSet<Done>,
     acks: Vec<EventId>,
     deads: Vec<(EventId, DeadLetter)>,
@@ -224,6 +234,7 @@ impl Worker {
         let max_window = dest.batch_size.max(1) * (concurrency + 2);
         Worker {
             fingerprint: prepare::config_fingerprint(&dest),
+            guard: spool.transform_guard(&dest.id),
             dest,
             spool,
             deliverer,
@@ -287,6 +298,7 @@ impl Worker {
         let max_events = room.min(self.dest.batch_size.max(1));
         let spool = self.spool.clone();
         let dest = self.dest.clone();
+        let guard = self.guard.clone();
         // A failed read leaves the position where it was: the read is tried
         // again, and nothing is skipped.
         let saved = cursor.clone();
@@ -305,7 +317,7 @@ impl Worker {
             match read {
                 Ok((cursor, Ok(entries))) => Done::Read {
                     cursor,
-                    prepared: prepare::prepare_parallel(&dest, entries, now_ms()).await,
+                    prepared: prepare::prepare_guarded(&dest, &guard, entries, now_ms()).await,
                     error: None,
                 },
                 Ok((_, Err(e))) => failed(e.to_string()),

@@ -806,7 +806,13 @@ impl ServerProcess {
     /// Starts `mixpanel-actions serve --config <config>` and waits until it
     /// listens and answers `/healthz`.
     pub async fn start(config: &Path) -> ServerProcess {
+        ServerProcess::start_with_env(config, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more environment variables.
+    pub async fn start_with_env(config: &Path, vars: &[(&str, &str)]) -> ServerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mixpanel-actions"));
+        cmd.envs(vars.iter().copied());
         cmd.args(["--log-format", "json", "serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info,tower_http=warn")

@@ -22,6 +22,10 @@
 //!   and Mixpanel's answer) and `meta` (`next_dead`). A `queue`/`state` table
 //!   left by an earlier version is moved into the segment logs at open (once,
 //!   durably, then dropped).
+//! - `<data_dir>/transform/<hex of the destination id>`: the transform guard
+//!   (crash-loop protection: what the worker is transforming, suspects and
+//!   poison ids; format and rules in `guard`), written by the workers, not
+//!   fsync'd.
 //!
 //! In memory, per destination: per segment its committed length, ordinals,
 //! live count and a bitset of acked ordinals, and the retry states of queued
@@ -33,7 +37,8 @@
 //! destination's queue is.
 //!
 //! # Writes
-//! One writer thread owns every file and every change. It drains all waiting
+//! One writer thread owns every file and every change (but the transform
+//! guards, which each destination's worker writes). It drains all waiting
 //! jobs into one group: the group's appends are written to each destination's
 //! tail segment, each touched segment is fsync'd (and its directory when a
 //! segment was created), and only then are the appends visible to readers and
@@ -80,6 +85,7 @@
 //!   concurrent appends cannot pass it.
 
 mod dead;
+mod guard;
 mod journal;
 mod log;
 mod writer;
@@ -94,6 +100,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::dead::DeadStore;
 use self::log::{Bitset, Budget, Pos, ReadEnd};
+
+pub use self::guard::{Step, TransformGuard};
 
 /// redb's page cache: redb holds only the dead letters, so a small cache is
 /// enough and keeps the process's memory bounded.
@@ -231,7 +239,9 @@ pub struct DeadLetter {
     pub id: u64,
     pub destination: String,
     pub subscription: Option<String>,
-    /// `rejected` (Mixpanel or validation said no) or `expired` (retry age limit).
+    /// `rejected` (Mixpanel or validation said no), `expired` (retry age
+    /// limit), `unconfigured` (its destination is gone) or `poison` (the
+    /// process died twice while transforming it).
     pub reason: String,
     pub status: Option<u16>,
     pub message: String,
@@ -315,6 +325,22 @@ impl DestMeta {
     fn queued(&self, id: EventId) -> bool {
         self.segments.get(&id.segment).is_some_and(|s| s.queued(id.ordinal))
     }
+
+    /// Whether any event from `first` to `last` (inclusive) is queued.
+    fn queued_in(&self, first: EventId, last: EventId) -> bool {
+        if first > last {
+            return false;
+        }
+        self.segments.range(first.segment..=last.segment).any(|(&id, seg)| {
+            let lo = if id == first.segment { first.ordinal } else { 0 };
+            let hi = if id == last.segment {
+                last.ordinal.min(seg.ordinals.saturating_sub(1))
+            } else {
+                seg.ordinals.saturating_sub(1)
+            };
+            seg.ordinals > 0 && (lo..=hi).any(|o| seg.queued(o))
+        })
+    }
 }
 
 struct DestShared {
@@ -343,6 +369,9 @@ struct Inner {
     limits: SpoolLimits,
     /// Wakes the destination workers when events are queued.
     notify: Arc<tokio::sync::Notify>,
+    /// The transform guards (crash-loop protection), per destination.
+    guards: Mutex<HashMap<String, Arc<TransformGuard>>>,
+    guard_dir: PathBuf,
 }
 
 impl Inner {
@@ -409,9 +438,15 @@ impl Spool {
             disk_full: AtomicBool::new(false),
             limits,
             notify: Arc::new(tokio::sync::Notify::new()),
+            guards: Mutex::new(HashMap::new()),
+            guard_dir: dir.join(guard::GUARD_DIR),
         });
         let mut writer = writer::Writer::recover(inner.clone(), &dir.join("queue"), segment_bytes)?;
         writer.migrate()?;
+        // Before the writer thread takes appends: a guard's ids must all be
+        // ids of events queued now.
+        let guards = guard::recover_all(&inner, &inner.guard_dir);
+        *inner.guards.lock().unwrap_or_else(PoisonError::into_inner) = guards;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -594,6 +629,18 @@ impl Spool {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// The transform guard of `dest` (see [`TransformGuard`]).
+    pub fn transform_guard(&self, dest: &str) -> Arc<TransformGuard> {
+        let mut guards = self.inner.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        guards
+            .entry(dest.to_owned())
+            .or_insert_with(|| {
+                let path = self.inner.guard_dir.join(writer::hex(dest));
+                Arc::new(TransformGuard::new(dest.to_owned(), path, Default::default()))
+            })
+            .clone()
     }
 
     /// Number of queued events of `dest`.

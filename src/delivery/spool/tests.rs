@@ -753,3 +753,73 @@ proptest! {
         spool.close();
     }
 }
+
+/// What a plan does with each event: `b` batch, `s` suspect alone, `p` poison.
+fn plan_shape(guard: &TransformGuard, entries: Vec<Entry>) -> String {
+    guard
+        .plan(entries)
+        .iter()
+        .map(|step| match step {
+            Step::Batch(es) => "b".repeat(es.len()),
+            Step::Alone(_) => "s".into(),
+            Step::Poison(_) => "p".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_transform_guard_survives_a_crash_and_forgets_events_no_longer_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let spool = Spool::open(dir.path(), LIMITS).unwrap();
+    let batch: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| ("d".to_owned(), format!("{{\"n\":{i}}}").into_bytes()))
+        .collect();
+    rt.block_on(spool.append(batch)).unwrap();
+    let entries = read_all(&spool, "d");
+    let ids: Vec<EventId> = entries.iter().map(|e| e.id).collect();
+    let guard = spool.transform_guard("d");
+    assert_eq!(plan_shape(&guard, entries.clone()), "bbbbbb");
+    // The process dies while transforming events 1 to 4 (the mark stays set).
+    guard.begin(ids[1], ids[4], false);
+    drop(guard);
+    spool.close();
+
+    let spool = Spool::open(dir.path(), LIMITS).unwrap();
+    let guard = spool.transform_guard("d");
+    assert_eq!(plan_shape(&guard, read_all(&spool, "d")), "bssssb");
+    // Suspect 1 passes alone; then it dies with suspect 2 alone, and with
+    // suspect 3 alone after event 3 was acked (delivered) by then.
+    guard.begin(ids[1], ids[1], true);
+    guard.end();
+    guard.begin(ids[2], ids[2], true);
+    drop(guard);
+    spool.close();
+    let spool = Spool::open(dir.path(), LIMITS).unwrap();
+    let guard = spool.transform_guard("d");
+    assert_eq!(plan_shape(&guard, read_all(&spool, "d")), "bbpssb");
+    rt.block_on(spool.submit(Op::Ack("d".into(), vec![ids[3]]))).unwrap();
+    guard.begin(ids[3], ids[3], true);
+    drop(guard);
+    spool.close();
+
+    // Event 3 is gone from the queue: not poison, though its mark was set.
+    let spool = Spool::open(dir.path(), LIMITS).unwrap();
+    let guard = spool.transform_guard("d");
+    assert_eq!(plan_shape(&guard, read_all(&spool, "d")), "bbpsb");
+    // Once the poison event is dead-lettered (acked), a start forgets it.
+    rt.block_on(spool.submit(Op::Dead("d".into(), vec![(ids[2], letter("d", 2))])))
+        .unwrap();
+    guard.quarantined(ids[2]);
+    guard.begin(ids[4], ids[4], true);
+    guard.end();
+    drop(guard);
+    spool.close();
+    let spool = Spool::open(dir.path(), LIMITS).unwrap();
+    let guard = spool.transform_guard("d");
+    assert_eq!(plan_shape(&guard, read_all(&spool, "d")), "bbbb");
+    // Nothing left to remember: the file is gone until the next mark.
+    assert!(!dir.path().join("transform").join("64").exists());
+    guard.begin(ids[0], ids[1], false);
+    assert!(dir.path().join("transform").join("64").exists());
+}

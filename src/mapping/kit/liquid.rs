@@ -11,10 +11,17 @@
 //! - the event is exposed through [`Node`], a view with JavaScript semantics:
 //!   missing members are an `undefined` that renders as `""`, is falsy and can be
 //!   read further; numbers print like JavaScript; arrays print their items joined
-//!   with nothing, objects as `[object Object]`.
+//!   with nothing, objects as `[object Object]`;
+//! - rendering is bounded in size and time ([`bounded`]): every value it
+//!   produces (the output, a `capture`, a filter's result) is at most
+//!   100,000 bytes and a render takes at most 500 ms, checked before the
+//!   allocation, so no template can make the process run out of memory.
+
+mod bounded;
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use liquid::model::{ArrayView, DisplayCow, KStringCow, ScalarCow, State, Value as LValue};
 use liquid::{ObjectView, ValueView};
@@ -99,7 +106,19 @@ pub(crate) fn evaluate(template: &Value, data: Data<'_>) -> Result<String, Strin
     let parser = parser()?;
     let parsed = parser.parse(template).map_err(|e| liquid_message(&e))?;
     let globals = Node::from_data(data);
-    parsed.render(&globals).map_err(|e| liquid_message(&e))
+    let mut out = bounded::LimitedWriter::new(bounded::MAX_VALUE_BYTES, Instant::now());
+    let rendered = parsed.render_to(&mut out, &globals);
+    if let Some(bytes) = out.refused {
+        return Err(format!("liquid: {}", bounded::too_large("the rendered value", bytes)));
+    }
+    if out.late {
+        return Err(format!(
+            "liquid: rendering took longer than {} ms",
+            bounded::MAX_RENDER_TIME.as_millis()
+        ));
+    }
+    rendered.map_err(|e| liquid_message(&e))?;
+    String::from_utf8(out.buf).map_err(|_| "liquid: rendering produced invalid UTF-8".to_owned())
 }
 
 /// Checks a template as rendering would, without an event: its length, the
@@ -121,7 +140,7 @@ pub(crate) fn check(template: &str) -> Result<(), String> {
 fn parser() -> Result<&'static liquid::Parser, String> {
     static PARSER: OnceLock<Option<liquid::Parser>> = OnceLock::new();
     PARSER
-        .get_or_init(|| liquid::ParserBuilder::with_stdlib().build().ok())
+        .get_or_init(|| bounded::parser_builder().build().ok())
         .as_ref()
         .ok_or_else(|| "liquid engine could not be initialised".to_owned())
 }
@@ -518,3 +537,6 @@ impl ObjectView for Node {
         Some(&UNDEFINED)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -74,11 +74,11 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-fn hex(id: &str) -> String {
+pub(super) fn hex(id: &str) -> String {
     id.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(name: &str) -> Option<String> {
+pub(super) fn unhex(name: &str) -> Option<String> {
     if !name.len().is_multiple_of(2) || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
