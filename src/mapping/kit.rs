@@ -46,6 +46,15 @@ pub use self::compiled::{CompiledMapping, Members};
 use self::resolve::{eval, mapping_to_process, transform_to_json, transform_validated_to_json, Fail};
 use self::value::{Data, Resolved};
 
+/// Longest string a directive may produce for one value (`@template`,
+/// `@replace`, `@liquid`), in bytes. Past it the event fails with a message
+/// naming the directive; the bound is checked while the string grows, so no
+/// mapping can make one event allocate without limit (a `@replace` with
+/// `$&$&` nested two hundred deep would otherwise double its text at every
+/// level). Mixpanel keeps only the first 255 characters of a string property,
+/// so no delivered value is cut by this.
+pub const MAX_VALUE_BYTES: usize = 100_000;
+
 /// A mapping that is malformed or failed to resolve.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]

@@ -33,10 +33,10 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::path::KeyPath;
-use super::resolve::{check_data, eval, is_directive, mapping_to_process, Fail, MAX_DEPTH};
+use super::resolve::{check_data, eval, is_directive, mapping_to_process, too_long, Fail, MAX_DEPTH};
 use super::template::{self, Piece};
 use super::value::{js_string, json_truthy, opt_truthy, Data, Resolved};
-use super::MappingError;
+use super::{MappingError, MAX_VALUE_BYTES};
 
 #[cfg(test)]
 mod tests;
@@ -177,6 +177,9 @@ enum Node {
     Template {
         pieces: Box<[TemplatePiece]>,
         text_len: usize,
+        /// The longest result: [`MAX_VALUE_BYTES`] more than the template's
+        /// text, as the interpreter's rendering allows.
+        limit: usize,
     },
     /// `@template` with a literal text that has `{{{...}}}` placeholders.
     TemplateText(Box<str>),
@@ -255,7 +258,11 @@ impl Node {
                     None => Ok(None),
                 }
             }
-            Node::Template { pieces, text_len } => {
+            Node::Template {
+                pieces,
+                text_len,
+                limit,
+            } => {
                 let mut out = String::with_capacity(*text_len);
                 for piece in pieces.iter() {
                     match piece {
@@ -267,10 +274,15 @@ impl Node {
                             }
                         }
                     }
+                    if out.len() > *limit {
+                        return Err(too_long("@template"));
+                    }
                 }
                 Ok(Some(Value::String(out)))
             }
-            Node::TemplateText(text) => Ok(Some(Value::String(template::render(text, data)))),
+            Node::TemplateText(text) => template::render(text, data, MAX_VALUE_BYTES)
+                .map(|text| Some(Value::String(text)))
+                .map_err(|_| too_long("@template")),
             Node::ArrayPath { path, shape } => {
                 let found = path.get(data);
                 match shape {
@@ -536,7 +548,11 @@ fn compile_template(text: &str) -> Node {
                     TemplatePiece::Path(_) => 0,
                 })
                 .sum();
-            Node::Template { pieces, text_len }
+            Node::Template {
+                pieces,
+                text_len,
+                limit: MAX_VALUE_BYTES.saturating_add(text.len()),
+            }
         }
         None => Node::TemplateText(text.into()),
     }

@@ -8,18 +8,25 @@
 //! Case-insensitive matching uses the non-Unicode `RegExp` canonicalisation
 //! (simple upper-casing of each character).
 
-/// Replaces `pattern` (literal, non-empty) in `value`.
+/// The result would be longer than the limit it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLong;
+
+/// Replaces `pattern` (literal, non-empty) in `value`; `Err` as soon as the
+/// result passes `limit` bytes (it then holds at most `limit` plus one
+/// replacement's expansion, which is at most `value`'s length more).
 pub(crate) fn replace_literal(
     value: &str,
     pattern: &str,
     replacement: &str,
     global: bool,
     ignore_case: bool,
-) -> String {
+    limit: usize,
+) -> Result<String, TooLong> {
     if pattern.is_empty() {
         // Not reachable from the directive (an empty pattern is rejected), but an
         // empty JavaScript pattern matches at the start only when not global.
-        return value.to_owned();
+        return Ok(value.to_owned());
     }
     let hay: Vec<(usize, char)> = value.char_indices().collect();
     let needle: Vec<char> = pattern.chars().map(|c| canon(c, ignore_case)).collect();
@@ -39,6 +46,9 @@ pub(crate) fn replace_literal(
         let end = hay.get(i + needle.len()).map_or(value.len(), |&(b, _)| b);
         out.push_str(value.get(copied_to..start).unwrap_or(""));
         expand_replacement(replacement, value, start, end, &mut out);
+        if out.len() > limit {
+            return Err(TooLong);
+        }
         copied_to = end;
         i += needle.len();
         if !global {
@@ -46,7 +56,10 @@ pub(crate) fn replace_literal(
         }
     }
     out.push_str(value.get(copied_to..).unwrap_or(""));
-    out
+    if out.len() > limit {
+        return Err(TooLong);
+    }
+    Ok(out)
 }
 
 /// JavaScript's `GetSubstitution` for a match without capture groups.
@@ -93,47 +106,89 @@ fn canon(c: char, ignore_case: bool) -> char {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_literal;
+    use super::{replace_literal, TooLong};
+
+    #[test]
+    fn results_past_the_limit_are_refused_while_they_grow() {
+        // `$'` copies the rest of the text at every match: quadratic growth.
+        let value = "a".repeat(2_000);
+        assert_eq!(replace_literal(&value, "a", "$'", true, false, 100_000), Err(TooLong));
+        assert_eq!(
+            replace_literal("abc", "b", "$&$&", true, false, 4).map(|s| s.len()),
+            Ok(4)
+        );
+        assert_eq!(replace_literal("abc", "b", "$&$&$&", true, false, 4), Err(TooLong));
+    }
 
     #[test]
     fn literal_and_flags() {
         assert_eq!(
-            replace_literal("many+different+things", "+", "_", true, false),
+            replace_literal("many+different+things", "+", "_", true, false, usize::MAX).unwrap(),
             "many_different_things"
         );
         assert_eq!(
-            replace_literal("many+different+things", "+", "_", false, false),
+            replace_literal("many+different+things", "+", "_", false, false, usize::MAX).unwrap(),
             "many_different+things"
         );
         assert_eq!(
-            replace_literal("aab-----AaB---aab", "AaB", "nice", true, true),
+            replace_literal("aab-----AaB---aab", "AaB", "nice", true, true, usize::MAX).unwrap(),
             "nice-----nice---nice"
         );
         assert_eq!(
-            replace_literal("cWWl-story-ww", "WW", "oo", true, false),
+            replace_literal("cWWl-story-ww", "WW", "oo", true, false, usize::MAX).unwrap(),
             "cool-story-ww"
         );
-        assert_eq!(replace_literal("a.b.c", ".", "", true, false), "abc");
-        assert_eq!(replace_literal("aaa", "aa", "b", true, false), "ba");
-        assert_eq!(replace_literal("héllo wörld", "ö", "o", true, false), "héllo world");
+        assert_eq!(
+            replace_literal("a.b.c", ".", "", true, false, usize::MAX).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            replace_literal("aaa", "aa", "b", true, false, usize::MAX).unwrap(),
+            "ba"
+        );
+        assert_eq!(
+            replace_literal("héllo wörld", "ö", "o", true, false, usize::MAX).unwrap(),
+            "héllo world"
+        );
     }
 
     #[test]
     fn replacement_patterns() {
-        assert_eq!(replace_literal("abc", "b", "[$&]", true, false), "a[b]c");
-        assert_eq!(replace_literal("abc", "b", "$$", true, false), "a$c");
-        assert_eq!(replace_literal("abc", "b", "$`", true, false), "aac");
-        assert_eq!(replace_literal("abc", "b", "$'", true, false), "acc");
-        assert_eq!(replace_literal("abc", "b", "$1$", true, false), "a$1$c");
-        assert_eq!(replace_literal("Signed Up", "S", "$", true, true), "$igned Up");
+        assert_eq!(
+            replace_literal("abc", "b", "[$&]", true, false, usize::MAX).unwrap(),
+            "a[b]c"
+        );
+        assert_eq!(
+            replace_literal("abc", "b", "$$", true, false, usize::MAX).unwrap(),
+            "a$c"
+        );
+        assert_eq!(
+            replace_literal("abc", "b", "$`", true, false, usize::MAX).unwrap(),
+            "aac"
+        );
+        assert_eq!(
+            replace_literal("abc", "b", "$'", true, false, usize::MAX).unwrap(),
+            "acc"
+        );
+        assert_eq!(
+            replace_literal("abc", "b", "$1$", true, false, usize::MAX).unwrap(),
+            "a$1$c"
+        );
+        assert_eq!(
+            replace_literal("Signed Up", "S", "$", true, true, usize::MAX).unwrap(),
+            "$igned Up"
+        );
     }
 
     #[test]
     fn ignore_case_canonicalisation() {
         // Non-ASCII characters never match ASCII ones (the long s / Kelvin sign rule).
-        assert_eq!(replace_literal("ſ", "s", "x", true, true), "ſ");
-        assert_eq!(replace_literal("\u{212A}", "k", "x", true, true), "\u{212A}");
-        assert_eq!(replace_literal("K", "k", "x", true, true), "x");
-        assert_eq!(replace_literal("ÄÖ", "äö", "x", true, true), "x");
+        assert_eq!(replace_literal("ſ", "s", "x", true, true, usize::MAX).unwrap(), "ſ");
+        assert_eq!(
+            replace_literal("\u{212A}", "k", "x", true, true, usize::MAX).unwrap(),
+            "\u{212A}"
+        );
+        assert_eq!(replace_literal("K", "k", "x", true, true, usize::MAX).unwrap(), "x");
+        assert_eq!(replace_literal("ÄÖ", "äö", "x", true, true, usize::MAX).unwrap(), "x");
     }
 }

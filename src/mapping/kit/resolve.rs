@@ -16,6 +16,7 @@ use super::replace::replace_literal;
 use super::template::render;
 use super::validate::{problems, MAX_PATTERN_LENGTH, MAX_REPLACEMENT_LENGTH};
 use super::value::{js_stringify, json_js_string, opt_truthy, utf16_len, Data, ObjBuilder, Resolved};
+use super::MAX_VALUE_BYTES;
 use crate::mapping::number::normalize_json_number;
 
 /// Deepest mapping nesting that is resolved (deeper mappings are rejected rather
@@ -30,6 +31,13 @@ pub(crate) const ROOT_DIRECTIVE_KEY: &str = "__segment_internal_directive";
 pub(crate) struct Fail {
     pub(crate) message: String,
     pub(crate) path: Vec<String>,
+}
+
+/// A directive whose string result passed [`MAX_VALUE_BYTES`].
+pub(crate) fn too_long(directive: &str) -> Fail {
+    Fail::new(format!(
+        "{directive} gives a string over the limit of {MAX_VALUE_BYTES} bytes per value"
+    ))
 }
 
 impl Fail {
@@ -198,7 +206,8 @@ fn run_directive<'a>(map: &'a Map<String, Value>, data: Data<'a>, depth: usize) 
         },
         "@template" => {
             let template = string_option("@template", options, data, depth)?;
-            Ok(Resolved::Val(Value::String(render(&template, data))))
+            let text = render(&template, data, MAX_VALUE_BYTES).map_err(|_| too_long("@template"))?;
+            Ok(Resolved::Val(Value::String(text)))
         }
         "@literal" => eval(options, data, depth),
         "@flatten" => dir_flatten(options, data, depth),
@@ -350,7 +359,7 @@ fn perform_replace(
             "@replace requires a \"replacement\" less than {MAX_REPLACEMENT_LENGTH} characters"
         )));
     }
-    Ok(replace_literal(text, pattern, replacement, global, ignore_case))
+    replace_literal(text, pattern, replacement, global, ignore_case, MAX_VALUE_BYTES).map_err(|_| too_long("@replace"))
 }
 
 fn dir_array_path<'a>(options: &'a Value, data: Data<'a>, depth: usize) -> Out<'a> {

@@ -8,13 +8,17 @@
 //! `String()` (objects `[object Object]`, arrays joined with `,`). No HTML escaping.
 
 use super::path::get;
+pub(crate) use super::replace::TooLong;
 use super::value::{js_string, Data};
 use crate::mapping::number::js_trim;
 
 /// Renders a template against `data`.
-pub(crate) fn render(template: &str, data: Data<'_>) -> String {
-    let first = replace_placeholders(template, "{{{", "}}}", data);
-    replace_placeholders(&first, "{{", "}}", data)
+/// `Err` as soon as a pass's result passes `limit` bytes more than the
+/// template's own text (the mapping's text is not the event's doing).
+pub(crate) fn render(template: &str, data: Data<'_>, limit: usize) -> Result<String, TooLong> {
+    let limit = limit.saturating_add(template.len());
+    let first = replace_placeholders(template, "{{{", "}}}", data, limit)?;
+    replace_placeholders(&first, "{{", "}}", data, limit)
 }
 
 /// A piece of a template for one pass: text copied as it is, or the trimmed
@@ -41,18 +45,29 @@ pub(crate) fn parse(template: &str) -> Option<Vec<Piece<'_>>> {
     Some(pieces)
 }
 
-fn replace_placeholders(text: &str, open: &str, close: &str, data: Data<'_>) -> String {
+fn replace_placeholders(text: &str, open: &str, close: &str, data: Data<'_>, limit: usize) -> Result<String, TooLong> {
     let mut out = String::with_capacity(text.len());
-    scan(text, open, close, |piece| match piece {
-        Piece::Text(t) => out.push_str(t),
-        Piece::Placeholder(path) => {
-            let value = get(data, path);
-            if !value.is_nullish() {
-                js_string(&value, &mut out);
+    let mut over = false;
+    scan(text, open, close, |piece| {
+        if over {
+            return;
+        }
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Placeholder(path) => {
+                let value = get(data, path);
+                if !value.is_nullish() {
+                    js_string(&value, &mut out);
+                }
             }
         }
+        over = out.len() > limit;
     });
-    out
+    if over {
+        Err(TooLong)
+    } else {
+        Ok(out)
+    }
 }
 
 /// Splits `text` into text and `open ... close` placeholders (one or more

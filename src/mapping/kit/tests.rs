@@ -1220,3 +1220,30 @@ fn liquid_objects_through_filters_render_like_javascript() {
         assert_eq!(out["f"], json!("[OBJECT OBJECT]"));
     }
 }
+
+#[test]
+fn string_results_are_bounded_while_they_grow() {
+    // `$&$&` doubles the text at every level: 2^18 bytes unbounded (past the limit at level 17).
+    let mut mapping = json!({"@path": "$.event"});
+    for _ in 0..18 {
+        mapping = json!({"@replace": {"pattern": "e", "replacement": "$&$&", "value": mapping}});
+    }
+    let compiled = super::CompiledMapping::compile(&json!({ "f": mapping.clone() })).unwrap();
+    let data = json!({"event": "e"});
+    let message = "@replace gives a string over the limit of 100000 bytes per value";
+    assert!(error(json!({ "f": mapping }), data.clone()).contains(message));
+    assert!(compiled.resolve(&data).unwrap_err().message.contains(message));
+    // Many placeholders of a long value in one template (the bound is on
+    // what rendering adds to the template's own text).
+    let template = "{{v}}".repeat(50);
+    let long = json!({"v": "y".repeat(4_000)});
+    let message = "@template gives a string over the limit of 100000 bytes per value";
+    for text in [template.clone(), format!("{{{{{{v}}}}}}{template}")] {
+        let mapping = json!({"f": {"@template": text}});
+        assert!(error(mapping.clone(), long.clone()).contains(message));
+        let compiled = super::CompiledMapping::compile(&mapping).unwrap();
+        assert!(compiled.resolve(&long).unwrap_err().message.contains(message));
+    }
+    let fits = json!({"f": {"@template": "{{v}}".repeat(25)}});
+    assert_eq!(run(fits, long)["f"].as_str().map(str::len), Some(100_000));
+}

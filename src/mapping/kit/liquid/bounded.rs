@@ -61,7 +61,7 @@ use liquid_core::{
 };
 
 /// Largest value a render produces: the output, a `capture`, a filter result.
-pub(crate) const MAX_VALUE_BYTES: usize = 100_000;
+pub(crate) const MAX_VALUE_BYTES: usize = crate::mapping::kit::MAX_VALUE_BYTES;
 
 /// Longest a render may take.
 pub(crate) const MAX_RENDER_TIME: Duration = Duration::from_millis(500);
