@@ -243,21 +243,8 @@ impl Node {
         match self {
             Node::Literal(v) => Ok(Some(v.clone())),
             Node::Path(path) => Ok(path.get(data).into_json()),
-            Node::If {
-                condition,
-                then,
-                otherwise,
-            } => {
-                let branch = if condition.holds(mapping, data)? {
-                    then
-                } else {
-                    otherwise
-                };
-                match branch {
-                    Some(node) => node.to_json(mapping, data),
-                    None => Ok(None),
-                }
-            }
+            // The branch taken, copied (`to_cow` picks it).
+            Node::If { .. } => Ok(self.to_cow(mapping, data)?.map(Cow::into_owned)),
             Node::Template {
                 pieces,
                 text_len,
