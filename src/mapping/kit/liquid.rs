@@ -103,8 +103,7 @@ pub(crate) fn evaluate(template: &Value, data: Data<'_>) -> Result<String, Strin
         ));
     }
     prescan(template)?;
-    let parser = parser()?;
-    let parsed = parser.parse(template).map_err(|e| liquid_message(&e))?;
+    let parsed = parse(template)?;
     let globals = Node::from_data(data);
     let mut out = bounded::LimitedWriter::new(bounded::MAX_VALUE_BYTES, Instant::now());
     let rendered = parsed.render_to(&mut out, &globals);
@@ -134,7 +133,18 @@ pub(crate) fn check(template: &str) -> Result<(), String> {
         ));
     }
     prescan(template)?;
-    parser()?.parse(template).map(|_| ()).map_err(|e| liquid_message(&e))
+    parse(template).map(|_| ())
+}
+
+/// Parses a template that passed [`prescan`]. The crate's parser has internal
+/// assertions that some malformed templates reach (a panic instead of an
+/// error); such a template is reported as invalid, never a crash.
+fn parse(template: &str) -> Result<liquid::Template, String> {
+    let parser = parser()?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.parse(template))) {
+        Ok(parsed) => parsed.map_err(|e| liquid_message(&e)),
+        Err(_) => Err("liquid: the template could not be parsed".to_owned()),
+    }
 }
 
 fn parser() -> Result<&'static liquid::Parser, String> {
@@ -167,12 +177,15 @@ fn prescan(template: &str) -> Result<(), String> {
             continue;
         };
         let body_start = after.get(1..).unwrap_or("");
-        let (body, remainder) = split_markup(body_start, close);
+        let Some((body, remainder)) = split_markup(body_start, close) else {
+            let (what, open) = if is_tag { ("tag", "{%") } else { ("output", "{{") };
+            return Err(format!("liquid: {what} \"{open}\" is not closed by \"{close}\""));
+        };
         if is_tag {
             let name = first_identifier(body.trim_start_matches('-'));
             check_tag(name)?;
             if name == "raw" || name == "comment" {
-                rest = skip_block(remainder, name);
+                rest = skip_block(remainder, name)?;
                 check_markup(body)?;
                 continue;
             }
@@ -183,8 +196,9 @@ fn prescan(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits markup at its closing delimiter, ignoring delimiters inside quotes.
-fn split_markup<'t>(text: &'t str, close: &str) -> (&'t str, &'t str) {
+/// Splits markup at its closing delimiter, ignoring delimiters inside quotes;
+/// None when it is never closed.
+fn split_markup<'t>(text: &'t str, close: &str) -> Option<(&'t str, &'t str)> {
     let mut quote: Option<char> = None;
     for (i, c) in text.char_indices() {
         match quote {
@@ -192,12 +206,12 @@ fn split_markup<'t>(text: &'t str, close: &str) -> (&'t str, &'t str) {
             Some(_) => {}
             None if c == '"' || c == '\'' => quote = Some(c),
             None if text.get(i..).is_some_and(|s| s.starts_with(close)) => {
-                return (text.get(..i).unwrap_or(""), text.get(i + close.len()..).unwrap_or(""));
+                return Some((text.get(..i).unwrap_or(""), text.get(i + close.len()..).unwrap_or("")));
             }
             None => {}
         }
     }
-    (text, "")
+    None
 }
 
 fn first_identifier(text: &str) -> &str {
@@ -219,19 +233,23 @@ fn check_tag(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Skips the body of `{% raw %}`/`{% comment %}` up to its end tag.
-fn skip_block<'t>(text: &'t str, name: &str) -> &'t str {
+/// Skips the body of `{% raw %}`/`{% comment %}` up to its end tag; a block
+/// without one is refused, as LiquidJS refuses it.
+fn skip_block<'t>(text: &'t str, name: &str) -> Result<&'t str, String> {
     let end_name = format!("end{name}");
     let mut rest = text;
     while let Some(start) = rest.find("{%") {
         let after = rest.get(start + 2..).unwrap_or("");
-        let (body, remainder) = split_markup(after, "%}");
-        if first_identifier(body.trim_start_matches('-')) == end_name {
-            return remainder;
+        if let Some((body, remainder)) = split_markup(after, "%}") {
+            if first_identifier(body.trim_start_matches('-')) == end_name {
+                return Ok(remainder);
+            }
         }
         rest = after;
     }
-    ""
+    Err(format!(
+        "liquid: {{% {name} %}} is not closed: {{% {end_name} %}} expected"
+    ))
 }
 
 /// Checks the filters used in one markup body and its number literals.

@@ -485,7 +485,13 @@ fn dir_json<'a>(options: &'a Value, data: Data<'a>, depth: usize) -> Out<'a> {
     }
     let value = eval_opt(value_mapping, data, depth)?;
     match mode.and_then(Value::as_str) {
-        Some("encode") => Ok(js_stringify(&value).map_or(Resolved::Undef, |s| Resolved::Val(Value::String(s)))),
+        // Encoding escapes quotes and backslashes, so nested encodes grow
+        // their text at every level: bounded like any string result.
+        Some("encode") => match js_stringify(&value) {
+            Some(s) if s.len() > MAX_VALUE_BYTES => Err(too_long("@json")),
+            Some(s) => Ok(Resolved::Val(Value::String(s))),
+            None => Ok(Resolved::Undef),
+        },
         Some("decode") => {
             let Some(text) = value.as_str() else {
                 return Ok(value);

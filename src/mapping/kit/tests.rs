@@ -1247,3 +1247,51 @@ fn string_results_are_bounded_while_they_grow() {
     let fits = json!({"f": {"@template": "{{v}}".repeat(25)}});
     assert_eq!(run(fits, long)["f"].as_str().map(str::len), Some(100_000));
 }
+
+/// Directives nested in each other's fields (each level's `value`, `then`,
+/// `mapping`, ...) are validated, compiled and resolved in time linear in the
+/// depth: validating each field once as any value and once by its own rule
+/// used to double the work at every level.
+#[test]
+fn nested_directives_take_time_linear_in_their_depth() {
+    let data = json!({"event": "e", "x": 1});
+    let levels: [fn(Value) -> Value; 5] = [
+        |m| json!({"@replace": {"pattern": "e", "replacement": "ee", "value": m}}),
+        |m| json!({"@if": {"exists": {"@path": "$.x"}, "then": m, "else": "none"}}),
+        |m| json!({"@json": {"value": m, "mode": "encode"}}),
+        |m| json!({"@transform": {"apply": {"a": 1}, "mapping": m}}),
+        |m| json!({"@flatten": {"separator": ".", "value": m}}),
+    ];
+    for (i, level) in levels.iter().enumerate() {
+        let mut mapping = json!({"@path": "$.event"});
+        // Unbounded doubling would be 2^60 steps; the bounded walk is instant.
+        for _ in 0..60 {
+            mapping = level(mapping);
+        }
+        let mapping = json!({ "f": mapping });
+        let started = std::time::Instant::now();
+        let interpreted = resolve(&mapping, &data);
+        let compiled = super::CompiledMapping::compile(&mapping).and_then(|c| c.resolve(&data));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "level {i}: {:?}",
+            started.elapsed()
+        );
+        match (interpreted, compiled) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "level {i}"),
+            (Err(a), Err(b)) => assert_eq!(a.message, b.message, "level {i}"),
+            (a, b) => panic!("level {i}: the interpreter gave {a:?}, the compiled mapping {b:?}"),
+        }
+    }
+    // The problems of a nested field are still found, once each.
+    let mut mapping = json!({"@replace": {"pattern": "", "value": {"@path": "$.event"}}});
+    for _ in 0..30 {
+        mapping = json!({"@replace": {"pattern": "e", "value": mapping}});
+    }
+    let problems = super::validate::problems(&json!({ "f": mapping }));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].ends_with("/@replace/pattern should be a string of length 1 or greater."),
+        "{problems:?}"
+    );
+}

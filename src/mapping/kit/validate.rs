@@ -28,6 +28,9 @@ pub(crate) struct Stack<'s> {
     parent: Option<&'s Stack<'s>>,
     key: &'s str,
     depth: usize,
+    /// The value at this path when the generic walk has already validated
+    /// it, with no problem, at this same path (see [`validate_fields`]).
+    validated: Option<&'s Map<String, Value>>,
 }
 
 impl<'s> Stack<'s> {
@@ -35,6 +38,7 @@ impl<'s> Stack<'s> {
         parent: None,
         key: "",
         depth: 0,
+        validated: None,
     };
 
     fn with<'t>(&'t self, key: &'t str) -> Stack<'t> {
@@ -42,7 +46,24 @@ impl<'s> Stack<'s> {
             parent: Some(self),
             key,
             depth: self.depth + 1,
+            validated: None,
         }
+    }
+
+    /// The path to `value` under `key`, which the generic walk validated
+    /// without a problem.
+    fn with_validated<'t>(&'t self, key: &'t str, value: &'t Value) -> Stack<'t> {
+        Stack {
+            validated: value.as_object(),
+            ..self.with(key)
+        }
+    }
+
+    /// Whether `map` is the object already validated at this path: checking it
+    /// again would find the same nothing (and nested directives, each checked
+    /// twice, would take time exponential in their depth).
+    fn already_validated(&self, map: &Map<String, Value>) -> bool {
+        self.validated.is_some_and(|v| std::ptr::eq(v, map))
     }
 
     fn join(&self) -> String {
@@ -115,6 +136,9 @@ fn validate(v: &Value, stack: &Stack<'_>) -> Checked {
 fn validate_directive(map: &Map<String, Value>, stack: &Stack<'_>) -> Checked {
     if stack.depth > MAX_DEPTH {
         return fail(stack, "is nested too deeply");
+    }
+    if stack.already_validated(map) {
+        return Ok(());
     }
     let directive_count = map.keys().filter(|k| k.starts_with('@')).count();
     if directive_count > 1 {
@@ -239,6 +263,9 @@ fn validate_object(v: Option<&Value>, stack: &Stack<'_>) -> Checked {
         Some(Value::Object(map)) if !is_directive_like(map) => map,
         other => return fail(stack, &format!("should be an object but it is {}", describe(other))),
     };
+    if stack.already_validated(map) {
+        return Ok(());
+    }
     let mut errors = Vec::new();
     for (key, value) in map {
         if let Err(mut e) = validate(value, &stack.with(key)) {
@@ -257,6 +284,10 @@ enum Field {
     Optional(Validator),
 }
 
+/// Like the reference: every member is first validated as any value would be,
+/// and only when none has a problem are the named fields checked by their own
+/// rules. A field's directive or object was validated by the first walk at the
+/// same path, so the second does not descend into it again.
 fn validate_fields(v: &Value, fields: &[(&str, Field)], stack: &Stack<'_>) -> Checked {
     validate_object(Some(v), stack)?;
     let mut errors = Vec::new();
@@ -264,7 +295,9 @@ fn validate_fields(v: &Value, fields: &[(&str, Field)], stack: &Stack<'_>) -> Ch
         let value = v.get(*name);
         let result = match (field, value) {
             (Field::Required(_), None) => fail(stack, &format!("should have field \"{name}\" but it doesn't")),
-            (Field::Required(check) | Field::Optional(check), Some(value)) => check(value, &stack.with(name)),
+            (Field::Required(check) | Field::Optional(check), Some(value)) => {
+                check(value, &stack.with_validated(name, value))
+            }
             (Field::Optional(_), None) => Ok(()),
         };
         if let Err(mut e) = result {

@@ -191,3 +191,24 @@ fn the_parser_knows_only_the_supported_subset() {
         assert!(parser.parse(inside).is_ok(), "{inside}");
     }
 }
+
+/// Shapes that reached assertions inside the crate's parser (found by
+/// fuzzing): each is an invalid template, from rendering and from `check`.
+#[test]
+fn templates_that_crashed_the_parser_are_invalid() {
+    for (template, says) in [
+        ("{% comment %}{% raw %}", "{% comment %} is not closed"),
+        ("{% raw %}{{ x }}", "{% raw %} is not closed"),
+        ("{{'日本'}}{%else'}}", "tag \"{%\" is not closed"),
+        ("{{ a ", "output \"{{\" is not closed"),
+        ("é{{ 'x' }}{% if '}}", "tag \"{%\" is not closed"),
+    ] {
+        let rendered = render(template, &json!({"a": 1})).unwrap_err();
+        assert!(
+            rendered.starts_with("liquid: ") && rendered.contains(says),
+            "{template}: {rendered}"
+        );
+        let checked = super::check(template).unwrap_err();
+        assert_eq!(checked, rendered, "{template}");
+    }
+}
