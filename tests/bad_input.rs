@@ -356,3 +356,65 @@ async fn limits_follow_the_configuration() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(mock.requests_to("/import")[0].insert_ids(), ["m-ok"]);
 }
+
+/// A compact track event of exactly `size` bytes as sent (no `type`: the route
+/// gives it; ingest then adds `messageId`, `receivedAt` and `timestamp`).
+fn event_bytes(size: usize, message_id: &str) -> Vec<u8> {
+    let head = format!(r#"{{"userId":"u","event":"E","messageId":"{message_id}","properties":{{"pad":""#);
+    let tail = r#""}}"#;
+    let pad = size - head.len() - tail.len();
+    let bytes = format!("{head}{}{tail}", "x".repeat(pad)).into_bytes();
+    assert_eq!(bytes.len(), size);
+    bytes
+}
+
+#[tokio::test]
+async fn the_event_limit_counts_the_event_as_sent() {
+    let mock = Mock::start().await;
+    let server = Server::start(json!({
+        "limits": {"max_event_bytes": "1KiB", "max_request_bytes": "8KiB"},
+        "destinations": [destination("d", KEY, &mock)],
+    }))
+    .await;
+    // Exactly the limit: accepted, though enrichment makes it larger.
+    let at = server
+        .client
+        .send(Send::raw("/v1/track", Some(KEY), event_bytes(1024, "m-at")))
+        .await;
+    assert_eq!(at.status, 200, "{at:?}");
+    // One byte more: refused, naming the size and the limit.
+    let over = server
+        .client
+        .send(Send::raw("/v1/track", Some(KEY), event_bytes(1025, "m-over")))
+        .await;
+    assert_eq!(over.status, 413, "{over:?}");
+    assert_eq!(over.json["code"], "too_large", "{over:?}");
+    let message = over.json["message"].as_str().unwrap_or("");
+    assert!(message.contains("1025 bytes") && message.contains("1024"), "{message}");
+    // The same in a batch (the element as sent, with its `type`).
+    let element = |size: usize, id: &str| {
+        let mut e: Value = serde_json::from_slice(&event_bytes(size - r#","type":"track""#.len(), id)).unwrap();
+        e["type"] = json!("track");
+        assert_eq!(json_body(&e).len(), size);
+        e
+    };
+    let batch = json!({"batch": [element(1024, "m-batch-at")]});
+    let answer = server.client.post("/v1/batch", KEY, &batch).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let batch = json!({"batch": [element(1024, "m-batch-ok"), element(1025, "m-batch-over")]});
+    let answer = server.client.post("/v1/batch", KEY, &batch).await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(
+        answer.json["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("event 1 is 1025 bytes"),
+        "{answer:?}"
+    );
+    let delivered: Vec<String> = mock
+        .requests_to("/import")
+        .iter()
+        .flat_map(|r| r.insert_ids())
+        .collect();
+    assert_eq!(delivered, ["m-at", "m-batch-at"]);
+}

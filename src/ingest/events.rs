@@ -56,10 +56,6 @@ pub struct EventLimits {
     pub max_batch_events: usize,
 }
 
-/// Bytes ingest may add to an event (`messageId`, `receivedAt`,
-/// `originalTimestamp`, `timestamp`), allowed on top of `max_event_bytes`.
-pub const ENRICHMENT_ALLOWANCE: usize = 256;
-
 /// Checked, enriched events with their serialized form (what the spool stores).
 #[derive(Debug, Default)]
 pub struct Extracted {
@@ -73,7 +69,15 @@ pub fn extract(kind: RouteKind, body: Value, limits: EventLimits, now: DateTime<
 }
 
 /// [`extract`], keeping each event's JSON bytes (serialized once, after
-/// enrichment; the size limit is checked on them).
+/// enrichment).
+///
+/// `limits.max_event_bytes` applies to the event as sent: its compact JSON
+/// before ingest touched it (for a single-event route the request body object,
+/// `writeKey` and all; for a batch the element, with the batch-level `context`
+/// and `sentAt` it inherits). What ingest adds or replaces (`type`,
+/// `messageId`, `receivedAt`, `timestamp`, `originalTimestamp`) does not count.
+/// That size is the serialized length minus what those members changed (see
+/// [`Members`]), so nothing is serialized twice.
 pub fn extract_serialized(
     kind: RouteKind,
     body: Value,
@@ -86,30 +90,101 @@ pub fn extract_serialized(
             "request body must be a JSON object",
         ));
     };
-    let mut events = match kind {
+    let (mut events, sent): (Vec<Value>, Vec<Members>) = match kind {
         RouteKind::Single(t) => {
+            let sent = Members::of(&body);
             body.remove("writeKey");
             body.insert("type".into(), Value::String(t.as_str().to_owned()));
-            vec![Value::Object(body)]
+            (vec![Value::Object(body)], vec![sent])
         }
-        RouteKind::Batch => batch_events(body, limits)?,
+        RouteKind::Batch => batch_events(body, limits)?.into_iter().unzip(),
     };
     let received_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
     let mut serialized = Vec::with_capacity(events.len());
-    for (index, event) in events.iter_mut().enumerate() {
+    for (index, (event, sent)) in events.iter_mut().zip(sent).enumerate() {
         segment::check(event).map_err(|e| event_error(index, &e))?;
         enrich(event, &received_at, now);
         let bytes = serde_json::to_vec(&*event).unwrap_or_default();
-        let size = bytes.len();
-        if size > limits.max_event_bytes + ENRICHMENT_ALLOWANCE {
+        let size = match event {
+            Value::Object(map) => sent.size_as_sent(bytes.len(), &Members::of(map)),
+            _ => bytes.len(),
+        };
+        if size > limits.max_event_bytes {
             return Err(ApiError::too_large(format!(
-                "event {index} is {size} bytes; the limit is {} bytes per event",
+                "event {index} is {size} bytes as sent; the limit is {} bytes per event (limits.max_event_bytes)",
                 limits.max_event_bytes
             )));
         }
         serialized.push(bytes);
     }
     Ok(Extracted { events, serialized })
+}
+
+/// The members of an event that ingest may add, remove or replace.
+const TOUCHED: [&str; 6] = [
+    "writeKey",
+    "type",
+    "messageId",
+    "receivedAt",
+    "timestamp",
+    "originalTimestamp",
+];
+
+/// What the [`TOUCHED`] members of an event object add to its compact JSON, and
+/// how many members it has. An object's compact JSON is `{`, `}`, each member's
+/// `"key":value`, and a comma between two members; ingest leaves every other
+/// member as it is, so comparing two `Members` of one event gives the bytes its
+/// serialization changed by.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Members {
+    touched_bytes: usize,
+    count: usize,
+}
+
+impl Members {
+    pub fn of(map: &Map<String, Value>) -> Members {
+        let touched_bytes = TOUCHED
+            .iter()
+            .filter_map(|key| map.get(*key).map(|v| member_len(key, v)))
+            .sum();
+        Members {
+            touched_bytes,
+            count: map.len(),
+        }
+    }
+
+    fn commas(self) -> usize {
+        self.count.saturating_sub(1)
+    }
+
+    /// The compact JSON size the event had when these were its members, given
+    /// `serialized` bytes now that `now` are.
+    pub fn size_as_sent(self, serialized: usize, now: &Members) -> usize {
+        (serialized + self.touched_bytes + self.commas()).saturating_sub(now.touched_bytes + now.commas())
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of `"key":value` in compact JSON.
+fn member_len(key: &str, value: &Value) -> usize {
+    let mut counter = Counter(1);
+    // Writing to a counter cannot fail, nor can serializing a `Value`.
+    let _ = serde_json::to_writer(&mut counter, key);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 fn event_error(index: usize, e: &EventError) -> ApiError {
@@ -122,7 +197,7 @@ fn event_error(index: usize, e: &EventError) -> ApiError {
     ApiError::bad_request(code, format!("event {index}: {e}"))
 }
 
-fn batch_events(mut body: Map<String, Value>, limits: EventLimits) -> Result<Vec<Value>, ApiError> {
+fn batch_events(mut body: Map<String, Value>, limits: EventLimits) -> Result<Vec<(Value, Members)>, ApiError> {
     let batch = match body.remove("batch") {
         Some(Value::Array(items)) => items,
         Some(_) => {
@@ -159,7 +234,8 @@ fn batch_events(mut body: Map<String, Value>, limits: EventLimits) -> Result<Vec
             if let (Some(sent_at), false) = (&shared_sent_at, event.contains_key("sentAt")) {
                 event.insert("sentAt".into(), sent_at.clone());
             }
-            Ok(Value::Object(event))
+            let sent = Members::of(&event);
+            Ok((Value::Object(event), sent))
         })
         .collect()
 }
@@ -286,6 +362,85 @@ mod tests {
         let e = extract(RouteKind::Single(EventType::Track), big, LIMITS, now()).unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
         assert!(e.message.contains("32768"));
+    }
+
+    /// A track event whose compact JSON is exactly `size` bytes.
+    fn event_of(size: usize, extra: Value) -> Value {
+        let mut e = json!({"userId": "u", "event": "E", "properties": {"pad": ""}});
+        for (k, v) in common_obj(&extra) {
+            e[k] = v;
+        }
+        let base = serde_json::to_vec(&e).unwrap().len();
+        e["properties"]["pad"] = Value::String("x".repeat(size - base));
+        assert_eq!(serde_json::to_vec(&e).unwrap().len(), size);
+        e
+    }
+
+    fn common_obj(v: &Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_event_limit_is_on_the_event_as_sent() {
+        let limits = EventLimits {
+            max_event_bytes: 2000,
+            max_batch_events: 3,
+        };
+        let track = RouteKind::Single(EventType::Track);
+        // Whatever ingest adds, replaces or removes: exactly the limit passes,
+        // one byte more does not.
+        for extra in [
+            json!({}),
+            json!({"writeKey": "k", "type": "whatever"}),
+            json!({"messageId": "m", "timestamp": "2024-01-01T00:00:00.000Z", "sentAt": "2024-01-01T00:00:05.000Z"}),
+            json!({"messageId": ["not", "a", "string"], "receivedAt": {"x": 1}, "timestamp": null}),
+            json!({"originalTimestamp": "é\u{1}\"", "timestamp": 12}),
+        ] {
+            let at = event_of(2000, extra.clone());
+            assert!(extract(track, at.clone(), limits, now()).is_ok(), "{extra}");
+            let over = event_of(2001, extra.clone());
+            let e = extract(track, over.clone(), limits, now()).unwrap_err();
+            assert_eq!(e.status.as_u16(), 413, "{extra}");
+            assert!(
+                e.message.contains("2001 bytes") && e.message.contains("2000"),
+                "{}",
+                e.message
+            );
+            let mut item = at;
+            item["type"] = json!("track");
+            let exact = serde_json::to_vec(&item).unwrap().len();
+            let batch = json!({"batch": [item.clone()]});
+            let fits = exact <= 2000;
+            assert_eq!(extract(RouteKind::Batch, batch, limits, now()).is_ok(), fits, "{extra}");
+        }
+        // A batch element counts the context it inherits.
+        let item = event_of(1900, json!({"type": "track"}));
+        let body = json!({"context": {"pad": "y".repeat(200)}, "batch": [item.clone()]});
+        assert_eq!(
+            extract(RouteKind::Batch, body, limits, now())
+                .unwrap_err()
+                .status
+                .as_u16(),
+            413
+        );
+        let body = json!({"context": {"pad": "y".repeat(50)}, "batch": [item]});
+        assert!(extract(RouteKind::Batch, body, limits, now()).is_ok());
+    }
+
+    #[test]
+    fn member_sizes_add_up_to_the_serialization() {
+        let cases = [
+            json!({}),
+            json!({"a": 1}),
+            json!({"messageId": "m", "x": [1, 2.5, "é"], "type": "t"}),
+            json!({"timestamp": "\u{0}\"\\", "writeKey": {"nested": [null, true]}}),
+        ];
+        for case in cases {
+            let map = case.as_object().unwrap();
+            let members: usize = map.iter().map(|(k, v)| member_len(k, v)).sum();
+            let commas = map.len().saturating_sub(1);
+            assert_eq!(2 + members + commas, serde_json::to_vec(&case).unwrap().len(), "{case}");
+        }
     }
 
     #[test]
