@@ -318,6 +318,21 @@ pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
 
 /// [`load`] with an explicit environment (tests).
 pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<AppConfig, ConfigError> {
+    load_source(config::File::from(path), &path.display().to_string(), env)
+}
+
+/// A TOML configuration given as text, with an explicit environment: what
+/// [`load_with_env`] does for a `.toml` file; messages start with `config:`
+/// instead of the file's path.
+pub fn load_str(toml: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<AppConfig, ConfigError> {
+    load_source(config::File::from_str(toml, config::FileFormat::Toml), "config", env)
+}
+
+fn load_source(
+    source: impl config::Source + Send + Sync + 'static,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<AppConfig, ConfigError> {
     let env: Vec<(String, String)> = env.into_iter().collect();
     let overrides: std::collections::HashMap<String, String> = env
         .iter()
@@ -325,7 +340,7 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
         .cloned()
         .collect();
     let built = config::Config::builder()
-        .add_source(config::File::from(path))
+        .add_source(source)
         .add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
@@ -333,10 +348,10 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| ConfigError::one(format!("{}: {}", path.display(), without_values(&e))))?;
+        .map_err(|e| ConfigError::one(format!("{origin}: {}", without_values(&e))))?;
     let raw: RawConfig = built
         .try_deserialize()
-        .map_err(|e| ConfigError::one(format!("{}: {}", path.display(), without_values(&e))))?;
+        .map_err(|e| ConfigError::one(format!("{origin}: {}", without_values(&e))))?;
     validate(raw, |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
 }
 

@@ -1,0 +1,106 @@
+//! Mapping kit: validate, resolve (the interpreter) and compile + resolve (the
+//! compiled path) a mapping against an event, `@liquid` included.
+//!
+//! Input: the mapping (JSON) on the first line, the event (JSON) after the
+//! first `\n`; an event that is missing or not JSON is replaced by a fixed one.
+//!
+//! Checks: no panic, no hang (libFuzzer's `-timeout`), and the documented
+//! equalities: `CompiledMapping::resolve` gives exactly what `kit::resolve`
+//! gives (equal JSON, equal errors), `resolve_members` the same members, a
+//! mapping that passes `validate` resolves the same through
+//! `resolve_validated`, and `compile` refuses exactly what `validate` refuses.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mixpanel_actions::mapping::kit::{self, CompiledMapping};
+use serde_json::{json, Value};
+
+fn fixed_event() -> Value {
+    json!({
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u-1",
+        "anonymousId": "a-1",
+        "messageId": "m-1",
+        "timestamp": "2024-01-01T00:00:00.000Z",
+        "properties": {"price": 9.5, "count": 0, "tags": ["a", "b"], "items": [{"sku": "x", "qty": 2}, {"sku": "y"}],
+                       "name": "Shoe", "empty": "", "flag": true, "nil": null, "text": "a-b-c"},
+        "traits": {"email": "a@example.com", "name": "Ann"},
+        "context": {"ip": "8.8.8.8", "app": {"name": "Shop"}, "library": {"name": "analytics.js", "version": "1"}}
+    })
+}
+
+// KNOWN-OPEN (remove when fixed): inputs that reach two open problems are
+// skipped, so the target finds new ones meanwhile:
+// - panics inside liquid-core 0.26's parser on some `{% ... %}` shapes
+//   (`{% comment %}{% raw %}`, `{{'x'}}{%else'}}`): a `@liquid` text with
+//   `{%` and `raw` or `else`;
+// - exponential time in nested `@replace`: `@replace` nested in `@replace`
+//   more than MAX_REPLACE_NESTING deep.
+const MAX_REPLACE_NESTING: usize = 3;
+
+fn known_open(v: &Value, replace_depth: usize) -> bool {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(t)) = map.get("@liquid") {
+                if t.contains("{%") && (t.contains("raw") || t.contains("else")) {
+                    return true;
+                }
+            }
+            let depth = replace_depth + usize::from(map.contains_key("@replace"));
+            if depth > MAX_REPLACE_NESTING {
+                return true;
+            }
+            map.values().any(|c| known_open(c, depth))
+        }
+        Value::Array(items) => items.iter().any(|c| known_open(c, replace_depth)),
+        _ => false,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (mapping, event) = text.split_once('\n').unwrap_or((text, ""));
+    let Ok(mapping) = serde_json::from_str::<Value>(mapping) else {
+        return;
+    };
+    if known_open(&mapping, 0) {
+        return;
+    }
+    let event: Value = serde_json::from_str(event).unwrap_or_else(|_| fixed_event());
+
+    let _ = kit::liquid_problems(&mapping);
+    let valid = kit::validate(&mapping);
+    let interpreted = kit::resolve(&mapping, &event);
+    if valid.is_ok() {
+        assert_eq!(
+            kit::resolve_validated(&mapping, &event),
+            interpreted,
+            "resolve_validated != resolve"
+        );
+    }
+    match CompiledMapping::compile(&mapping) {
+        Ok(compiled) => {
+            assert!(valid.is_ok(), "compile accepted what validate refused: {valid:?}");
+            assert_eq!(compiled.source(), &mapping);
+            let resolved = compiled.resolve(&event);
+            assert_eq!(resolved, interpreted, "compiled != interpreted");
+            match compiled.resolve_members(&event) {
+                Ok(Ok(members)) => {
+                    let members: serde_json::Map<String, Value> = members
+                        .into_iter()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    assert_eq!(Ok(Value::Object(members)), interpreted, "resolve_members != resolve");
+                }
+                Ok(Err(other)) => assert_eq!(Ok(other), interpreted, "resolve_members (not an object) != resolve"),
+                Err(e) => assert_eq!(Err(e), interpreted, "resolve_members error != resolve"),
+            }
+        }
+        Err(e) => assert_eq!(Err(e), valid, "compile refused differently from validate"),
+    }
+    // One value, as the preview resolves a field.
+    let _ = kit::resolve_value(&mapping, &event);
+});
