@@ -52,7 +52,12 @@ enum Command {
         online: bool,
     },
     /// Read cases (JSON lines) on stdin and print what would be sent, one result line per case.
-    Preview,
+    /// The Authorization header and project tokens are masked.
+    Preview {
+        /// Print credentials as they would be sent instead of masking them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Dead letters of a running server (through its admin API).
     DeadLetters {
         /// The server's base URL.
@@ -162,7 +167,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn preview() -> anyhow::Result<()> {
+fn preview(show_secrets: bool) -> anyhow::Result<()> {
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for line in stdin.lines() {
@@ -170,7 +175,10 @@ fn preview() -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let result = mixpanel_actions::preview::run_line(&line);
+        let mut result = mixpanel_actions::preview::run_line(&line);
+        if !show_secrets {
+            mixpanel_actions::preview::redact_secrets(&mut result);
+        }
         serde_json::to_writer(&mut stdout, &result)?;
         stdout.write_all(b"\n")?;
     }
@@ -279,7 +287,7 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Preview => preview().map(|()| true),
+        Command::Preview { show_secrets } => preview(show_secrets).map(|()| true),
         Command::Check { config, online } => check(&config, online),
         Command::DeadLetters { url, token, action } => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -175,6 +175,40 @@ pub fn run_destination(
     Value::Object(result)
 }
 
+/// Masks the credentials in a preview result: the `authorization` header of
+/// each request and the project token inside bodies (as the server's preview
+/// endpoint always does; the `preview` command unless asked not to).
+pub fn redact_secrets(result: &mut Value) {
+    if let Some(Value::Array(requests)) = result.get_mut("requests") {
+        for r in requests {
+            if let Some(auth) = r.get_mut("headers").and_then(|h| h.get_mut("authorization")) {
+                *auth = Value::String("Basic [redacted]".into());
+            }
+            if let Some(body) = r.get_mut("body") {
+                let redacted = match body.take() {
+                    Value::Array(items) => {
+                        Value::Array(items.into_iter().map(crate::mixpanel::api::redact_tokens).collect())
+                    }
+                    Value::Object(mut form) => {
+                        if let Some(data) = form.remove("data") {
+                            let data = match data {
+                                Value::Array(items) => {
+                                    Value::Array(items.into_iter().map(crate::mixpanel::api::redact_tokens).collect())
+                                }
+                                one => crate::mixpanel::api::redact_tokens(one),
+                            };
+                            form.insert("data".into(), data);
+                        }
+                        Value::Object(form)
+                    }
+                    other => other,
+                };
+                *body = redacted;
+            }
+        }
+    }
+}
+
 /// Runs one input line; a line that is not a case gives `{"error": ...}`.
 pub fn run_line(line: &str) -> Value {
     match parse_case(line) {

@@ -10,7 +10,7 @@
 //! `limits.idle_timeout` without a request in flight; `limits.body_timeout`
 //! (ingest) and `limits.max_requests` (the router) do the rest.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ pub fn state(config: AppConfig) -> anyhow::Result<AppState> {
         deliverer: Deliverer::new(client, retry),
         spool,
         metrics: crate::telemetry::install_prometheus(),
-        ready: Arc::new(AtomicBool::new(false)),
+        lifecycle: Arc::default(),
         ingest_cpu: Arc::new(tokio::sync::Semaphore::new(ingest::ingest_parallelism())),
         body_bytes: Arc::new(tokio::sync::Semaphore::new(body_bytes)),
         credentials: Arc::default(),
@@ -82,7 +82,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ready = state.ready.clone();
+    let lifecycle = state.lifecycle.clone();
     let state_shutdown_timeout = state.config.shutdown_timeout;
     let stop_workers = CancellationToken::new();
     let workers = TaskTracker::new();
@@ -128,16 +128,16 @@ pub async fn serve(
     let spool = state.spool.clone();
     let limits = state.config.limits;
     let app = ingest::app(state)
-        .layer(CatchPanicLayer::new())
+        .layer(CatchPanicLayer::custom(ingest::error::panicked))
         .layer(TraceLayer::new_for_http());
-    ready.store(true, Ordering::SeqCst);
-    let stop_ready = ready.clone();
+    lifecycle.serving();
+    let stop_lifecycle = lifecycle.clone();
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_signal = stopping.clone();
     let cancel_workers = stop_workers.clone();
     let stop = async move {
         shutdown.await;
-        stop_ready.store(false, Ordering::SeqCst);
+        stop_lifecycle.shutting_down();
         // Workers start flushing now, in parallel with the HTTP drain.
         cancel_workers.cancel();
         stopping_signal.notify_one();

@@ -747,7 +747,8 @@ async fn disk_full_is_survivable() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let exited = server.exited();
     let healthz = http.get("/healthz").await.map(|a| a.status);
-    let readyz = http.get("/readyz").await.map(|a| a.status);
+    let readyz_answer = http.get("/readyz").await;
+    let readyz = readyz_answer.as_ref().map(|a| a.status).map_err(Clone::clone);
     println!(
         "[disk full] {mode}: refused after {} events accepted: {} (Retry-After {retry_after:?}); then: exited \
          {exited:?}, /healthz {healthz:?}, /readyz {readyz:?}",
@@ -764,6 +765,11 @@ async fn disk_full_is_survivable() {
     assert!(!accepted.is_empty(), "nothing was accepted before the disk was full");
     assert_eq!(healthz, Ok(200), "the process is alive");
     assert_eq!(readyz, Ok(503), "/readyz fails while ingest refuses for lack of space");
+    let reason = readyz_answer
+        .as_ref()
+        .map(|a| a.json["code"].clone())
+        .unwrap_or_default();
+    assert_eq!(reason, "disk_full", "/readyz names the reason: {readyz_answer:?}");
 
     // Mixpanel is back: the spool drains, readiness and ingest come back.
     mock.set_behavior(Behavior::Ok);

@@ -498,7 +498,9 @@ async fn full_spool_refuses_then_recovers_without_loss() {
         single_refused.json["message"],
         64 * 1024
     );
-    if ready.status != 503 {
+    if ready.status == 503 {
+        assert_eq!(ready.json["code"], "spool_full", "/readyz names the reason: {ready:?}");
+    } else {
         problems.push(format!(
             "/readyz answered {} ({}) while ingest refuses even a single event with 503 spool_full ({}); \
              spool bytes {spool_bytes} of {}: an append is refused when bytes + size > max_bytes, but readiness \

@@ -429,3 +429,89 @@ async fn body_bytes_in_flight_are_capped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A request head for `POST /v1/track` with a chunked body.
+fn chunked_head() -> String {
+    format!(
+        "POST /v1/track HTTP/1.1\r\nhost: test\r\nauthorization: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        basic(&format!("{KEY}:"))
+    )
+}
+
+/// A body that cannot be read is 400 `invalid_body`, not 413: only a body over
+/// the limit is "too large". Nothing of it reaches Mixpanel.
+#[tokio::test]
+async fn a_body_that_cannot_be_read_is_400_invalid_body() {
+    let mock = Mock::start().await;
+    let server = server(&mock, json!({})).await;
+    let cases: [(&str, Vec<u8>, bool); 3] = [
+        ("a chunk size that is not hex", b"zz\r\n{}\r\n0\r\n\r\n".to_vec(), false),
+        (
+            "a chunk cut short by the client",
+            b"40\r\n{\"type\":\"track\"".to_vec(),
+            true,
+        ),
+        ("a chunk without its CRLF", b"2\r\n{}XX0\r\n\r\n".to_vec(), false),
+    ];
+    for (what, body, close_write) in cases {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(chunked_head().as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        if close_write {
+            stream.shutdown().await.unwrap();
+        }
+        let outcome = read_outcome(&mut stream, BOUND).await;
+        let Outcome::Answer { status, head, json } = &outcome else {
+            panic!("{what}: no answer: {outcome:?}");
+        };
+        assert_eq!(*status, 400, "{what}: {head}\n{json}");
+        assert!(head.to_ascii_lowercase().contains("application/json"), "{what}: {head}");
+        assert_eq!(json["code"], "invalid_body", "{what}: {json}");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("could not be read"),
+            "{what}: {json}"
+        );
+    }
+    // A body over the limit still says so.
+    let big = vec![b' '; 600 * 1024];
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(chunked_head().as_bytes()).await.unwrap();
+    let _ = stream.write_all(format!("{:x}\r\n", big.len()).as_bytes()).await;
+    let _ = stream.write_all(&big).await;
+    let outcome = read_outcome(&mut stream, BOUND).await;
+    let Outcome::Answer { status, json, .. } = &outcome else {
+        panic!("over the limit: no answer: {outcome:?}");
+    };
+    assert_eq!((*status, json["code"].as_str()), (413, Some("too_large")), "{json}");
+    assert!(mock.requests().is_empty(), "{:?}", mock.requests());
+}
+
+/// Paths that do not decode (percent-encoding that is not UTF-8) are refused
+/// as JSON like every other error, on every route that takes a parameter.
+#[tokio::test]
+async fn paths_that_do_not_decode_are_400_invalid_path_as_json() {
+    let mock = Mock::start().await;
+    let server = server(&mock, json!({})).await;
+    for path in [
+        "/v1/%FF",
+        "/v1/destinations/%C3%28/events",
+        "/v1/destinations/%FF/preview",
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: test\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}",
+            basic(&format!("{KEY}:"))
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let outcome = read_outcome(&mut stream, BOUND).await;
+        let Outcome::Answer { status, head, json } = &outcome else {
+            panic!("{path}: no answer: {outcome:?}");
+        };
+        assert_eq!(*status, 400, "{path}: {head}");
+        assert!(head.to_ascii_lowercase().contains("application/json"), "{path}: {head}");
+        assert_eq!(json["code"], "invalid_path", "{path}: {json}");
+    }
+}

@@ -1128,3 +1128,65 @@ subscriptions = [
     // The trailing slash of the base URL is not doubled.
     assert!(mock.requests().iter().all(|r| r.path == "/import"));
 }
+
+/// The `preview` command masks credentials as the preview endpoint does (the
+/// Authorization header, `$token`, `properties.token`); `--show-secrets` shows
+/// them as they would be sent.
+#[test]
+fn the_preview_command_masks_credentials_unless_asked() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let settings = json!({"projectToken": "tok-shown-only-on-request", "apiSecret": "secret-shown-only-on-request"});
+    let cases: Vec<String> = [
+        json!({"type": "track", "event": "E", "userId": "u1", "messageId": "m1"}),
+        json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "traits": {"email": "e@x"}, "messageId": "m2"}),
+        json!({"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "G"}, "messageId": "m3"}),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, event)| json!({"id": i, "settings": settings, "event": event}).to_string())
+    .collect();
+    let run = |args: &[&str]| -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mixpanel-actions"))
+            .arg("preview")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn preview");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(cases.join("\n").as_bytes()).expect("write the cases");
+        drop(stdin);
+        let output = child.wait_with_output().expect("preview output");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let secret_auth = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("secret-shown-only-on-request:")
+        )
+    };
+    let masked = run(&[]);
+    let results: Vec<Value> = masked.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(results.len(), 3, "{masked}");
+    let requests: Vec<&Value> = results
+        .iter()
+        .flat_map(|r| r["requests"].as_array().expect("requests").iter())
+        .collect();
+    assert!(requests.len() >= 4, "{masked}");
+    for secret in [
+        "tok-shown-only-on-request",
+        "secret-shown-only-on-request",
+        &secret_auth,
+    ] {
+        assert!(!masked.contains(secret), "{secret} in {masked}");
+    }
+    assert!(masked.contains("[redacted]"), "{masked}");
+    let shown = run(&["--show-secrets"]);
+    assert!(shown.contains("tok-shown-only-on-request"), "{shown}");
+    assert!(shown.contains(&secret_auth), "{shown}");
+}

@@ -12,16 +12,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::request::Parts;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::body::read_limited;
+use super::extract::{ApiPath, ApiQuery};
 use super::handlers::{self, admin_ok, within_body_timeout, DEFAULT_RETRY_AFTER};
 use super::{ApiError, AppState};
 use crate::delivery::spool::{DeadLetter, DeadSummary, Op, Spool};
@@ -69,34 +69,6 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
 
 async fn unknown(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no admin route for {}", uri.path()))
-}
-
-/// A query string, refused as JSON (`invalid_query`) when it does not parse.
-pub struct AdminQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AdminQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| AdminQuery(v))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-    }
-}
-
-/// A path parameter, refused as JSON (`invalid_path`) when it does not parse.
-pub struct AdminPath<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AdminPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| AdminPath(v))
-            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
-    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -172,10 +144,7 @@ struct OverviewQuery {
 /// `GET /admin/overview?window=10m|1h|24h`: per destination, the counts over the
 /// window, a series of points (per minute; per 15 minutes over 24 h), Mixpanel's
 /// latency and status classes, and the spool's depth and oldest event.
-async fn overview(
-    State(state): State<AppState>,
-    AdminQuery(q): AdminQuery<OverviewQuery>,
-) -> Result<Response, ApiError> {
+async fn overview(State(state): State<AppState>, ApiQuery(q): ApiQuery<OverviewQuery>) -> Result<Response, ApiError> {
     let (minutes, step) = match q.window.as_deref().unwrap_or("1h") {
         "10m" => (10, 1),
         "1h" => (60, 1),
@@ -280,7 +249,7 @@ async fn credentials_list(State(state): State<AppState>) -> Response {
 /// all) and answers as the list does.
 async fn credentials_check(
     State(state): State<AppState>,
-    AdminQuery(q): AdminQuery<CredentialQuery>,
+    ApiQuery(q): ApiQuery<CredentialQuery>,
 ) -> Result<Response, ApiError> {
     let timeout = state.config.delivery.request_timeout.min(Duration::from_secs(10));
     let chosen: Vec<_> =
@@ -350,7 +319,7 @@ const MAX_FILTER_BYTES: usize = 1 << 20;
 /// `GET /admin/dead-letters?destination=&reason=&since_ms=&until_ms=&limit=`
 async fn dead_letters_list(
     State(state): State<AppState>,
-    AdminQuery(filter): AdminQuery<DeadFilter>,
+    ApiQuery(filter): ApiQuery<DeadFilter>,
 ) -> Result<Response, ApiError> {
     let spool = spool_of(&state)?;
     let limit = filter.limit.unwrap_or(100).min(MAX_DEAD_PAGE);
@@ -367,7 +336,7 @@ async fn dead_letters_list(
 }
 
 /// `GET /admin/dead-letters/{id}`
-async fn dead_letters_show(State(state): State<AppState>, AdminPath(id): AdminPath<u64>) -> Result<Response, ApiError> {
+async fn dead_letters_show(State(state): State<AppState>, ApiPath(id): ApiPath<u64>) -> Result<Response, ApiError> {
     let spool = spool_of(&state)?;
     match spool
         .dead_letter(id)
@@ -385,9 +354,7 @@ async fn selected_ids(spool: &Spool, filter: &DeadFilter) -> Result<Vec<u64>, Ap
 }
 
 async fn filter_body(body: Body, body_timeout: Duration) -> Result<DeadFilter, ApiError> {
-    let raw = within_body_timeout(body_timeout, to_bytes(body, MAX_FILTER_BYTES))
-        .await?
-        .map_err(|_| ApiError::too_large("filter body exceeds 1 MiB"))?;
+    let raw = within_body_timeout(body_timeout, read_limited(body, MAX_FILTER_BYTES)).await??;
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeadFilter::default());
     }

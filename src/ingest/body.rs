@@ -3,10 +3,40 @@
 
 use std::io::Read as _;
 
+use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde_json::Value;
 
 use super::error::ApiError;
+
+/// Reads a whole body, at most `max_bytes` of it. Over the limit: 413
+/// `too_large`; a body that cannot be read (a malformed chunk size, a
+/// connection closed before the declared length): 400 `invalid_body`.
+pub async fn read_limited(body: Body, max_bytes: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, max_bytes).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if over_limit(e.as_ref()) => Err(ApiError::too_large(format!(
+            "request body exceeds the limit of {max_bytes} bytes"
+        ))),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Whether `e`, or an error it wraps, is the length limit's.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(e) = current {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
 
 /// Decompresses (when `Content-Encoding: gzip`) and parses a JSON body, holding
 /// the decompressed size to `max_bytes` and the nesting to `max_depth`.
@@ -112,6 +142,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-encoding", HeaderValue::from_static("gzip"));
         h
+    }
+
+    #[tokio::test]
+    async fn only_a_body_over_the_limit_is_too_large() {
+        let ok = read_limited(Body::from("12345"), 5).await.unwrap();
+        assert_eq!(&ok[..], b"12345");
+        let e = read_limited(Body::from("123456"), 5).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (413, "too_large"));
+        let broken = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(Bytes::from_static(b"12")),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        let e = read_limited(Body::from_stream(broken), 5).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_body"));
+        assert!(e.message.contains("connection reset"), "{}", e.message);
     }
 
     #[test]

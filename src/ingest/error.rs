@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -69,5 +71,151 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+/// A layer's answer: every refusal is JSON. An error answer that is not (an
+/// extractor's or a middleware's `text/plain`, an empty 4xx) is replaced by an
+/// [`ApiError`] of the same status, its message the original text (bounded);
+/// the other headers (`Retry-After`, `Allow`, `Connection`) are kept.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if !response.status().is_client_error() && !response.status().is_server_error() {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REWRITTEN_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let status = parts.status;
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        t => t.to_owned(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let mut rewritten = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in rewritten.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    *rewritten.headers_mut() = parts.headers;
+    rewritten
+}
+
+/// At most this much of a non-JSON error body becomes the message.
+const MAX_REWRITTEN_BYTES: usize = 4096;
+
+/// The answer when a handler panicked: JSON 500, the panic's text kept out of
+/// it (it may hold event data); the panic itself is logged.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error: the request was not completed; retry it",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    async fn call(router: Router, path: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = router
+            .layer(axum::middleware::from_fn(json_errors))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn error_answers_that_are_not_json_become_api_errors() {
+        let router = Router::new()
+            .route(
+                "/plain",
+                get(|| async { (StatusCode::BAD_REQUEST, [(header::RETRY_AFTER, "7")], "no good") }),
+            )
+            .route("/empty", get(|| async { StatusCode::REQUEST_TIMEOUT }))
+            .route("/ok", get(|| async { "fine" }))
+            .route(
+                "/json",
+                get(|| async { ApiError::bad_request("mine", "kept as it is") }),
+            );
+        let (status, headers, body) = call(router.clone(), "/plain").await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            json!({"success": false, "code": "bad_request", "message": "no good"})
+        );
+        assert_eq!(headers[header::RETRY_AFTER], "7");
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let (status, _, body) = call(router.clone(), "/empty").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::REQUEST_TIMEOUT, Some("timeout"))
+        );
+        assert_eq!(body["message"], "Request Timeout");
+        let (_, _, body) = call(router.clone(), "/json").await;
+        assert_eq!(body["code"], "mine");
+        let request = Request::builder().uri("/ok").body(Body::empty()).unwrap();
+        let ok = router.oneshot(request).await.unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_json_500_without_its_text() {
+        let response = panicked(Box::new("secret-ish event data".to_owned()));
+        assert_eq!(response.status(), 500);
+        let (parts, body) = response.into_parts();
+        let text = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(body["code"], "internal");
+        assert!(!body.to_string().contains("secret-ish"), "{body}");
+        let response = Response::from_parts(parts, Body::empty());
+        assert!(response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
     }
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,8 +13,9 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
-use super::body::parse_json;
+use super::body::{parse_json, read_limited};
 use super::events::{self, EventLimits, RouteKind};
+use super::extract::ApiPath;
 use super::sink::{self, DestinationReport};
 use super::{ApiError, AppState};
 use crate::config::DestinationConfig;
@@ -31,17 +32,16 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 while serving with room in the spool; else 503 whose `code` names the
+/// reason (`starting`, `shutting_down`, `disk_full`, `spool_full`).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
-    } else if state.ready.load(std::sync::atomic::Ordering::SeqCst) {
-        ApiError::unavailable(
-            "not ready: the spool is full or the disk refused a write; delivering the backlog frees room",
-            Duration::from_secs(5),
-        )
-        .into_response()
-    } else {
-        ApiError::unavailable("not ready: starting or shutting down", Duration::from_secs(5)).into_response()
+    match state.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(reason) => {
+            let mut e = ApiError::unavailable(reason.message(), Duration::from_secs(5));
+            e.code = reason.code();
+            e.into_response()
+        }
     }
 }
 
@@ -97,14 +97,7 @@ async fn read_body(
             e
         })?;
     // The raw body may not exceed the decompressed limit either.
-    let bytes = within_body_timeout(limits.body_timeout, to_bytes(body, limits.max_request_bytes))
-        .await?
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "request body exceeds the limit of {} bytes",
-                limits.max_request_bytes
-            ))
-        })?;
+    let bytes = within_body_timeout(limits.body_timeout, read_limited(body, limits.max_request_bytes)).await??;
     Ok((bytes, held))
 }
 
@@ -149,7 +142,7 @@ fn now_ms() -> i64 {
 /// `POST /v1/{kind}`: Segment's tracking API.
 pub async fn segment_api(
     State(state): State<AppState>,
-    Path(kind): Path<String>,
+    ApiPath(kind): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -345,7 +338,7 @@ fn multistatus(dest: &DestinationConfig, report: &DestinationReport, event: usiz
 /// `POST /v1/destinations/{id}/events`: synchronous delivery, per-event results.
 pub async fn destination_events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -372,7 +365,7 @@ pub async fn destination_events(
 /// `POST /v1/destinations/{id}/preview`: what would be sent; nothing is delivered.
 pub async fn destination_preview(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -395,37 +388,8 @@ pub async fn destination_preview(
         other => (vec![other], Mode::Single),
     };
     let mut result = crate::preview::run_destination(&dest.destination, &[], &events, mode, now_ms());
-    redact_authorization(&mut result);
+    crate::preview::redact_secrets(&mut result);
     Ok(Json(result).into_response())
-}
-
-/// Preview answers never show credentials: the auth header and the project
-/// token inside bodies are masked.
-fn redact_authorization(result: &mut Value) {
-    if let Some(Value::Array(requests)) = result.get_mut("requests") {
-        for r in requests {
-            if let Some(auth) = r.get_mut("headers").and_then(|h| h.get_mut("authorization")) {
-                *auth = Value::String("Basic [redacted]".into());
-            }
-            if let Some(body) = r.get_mut("body") {
-                let redacted = match body.take() {
-                    Value::Array(items) => Value::Array(items.into_iter().map(redact_tokens).collect()),
-                    Value::Object(mut form) => {
-                        if let Some(data) = form.remove("data") {
-                            let data = match data {
-                                Value::Array(items) => Value::Array(items.into_iter().map(redact_tokens).collect()),
-                                one => redact_tokens(one),
-                            };
-                            form.insert("data".into(), data);
-                        }
-                        Value::Object(form)
-                    }
-                    other => other,
-                };
-                *body = redacted;
-            }
-        }
-    }
 }
 
 pub(super) fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {

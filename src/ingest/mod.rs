@@ -14,10 +14,11 @@ pub mod body;
 mod console;
 pub mod error;
 pub mod events;
+mod extract;
 mod handlers;
 pub mod sink;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +46,8 @@ pub struct AppState {
     pub spool: Option<Spool>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// False until listening, and again once shutdown starts.
-    pub ready: Arc<AtomicBool>,
+    /// Starting, serving, or shutting down (`/readyz`).
+    pub lifecycle: Arc<Lifecycle>,
     /// Permits to parse and validate request bodies: half the cores, so
     /// senders posting flat out leave the delivery workers their share of the
     /// CPU (the spool absorbs what they cannot deliver yet).
@@ -71,10 +72,87 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Where the process is in its life: `/readyz` is 200 only while serving.
+#[derive(Debug, Default)]
+pub struct Lifecycle(AtomicU8);
+
+/// A phase of [`Lifecycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not listening yet (the spool is being opened or recovered).
+    Starting,
+    /// Listening and accepting.
+    Serving,
+    /// Shutdown started: the listener drains, nothing new should be routed here.
+    ShuttingDown,
+}
+
+impl Lifecycle {
+    pub fn phase(&self) -> Phase {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            _ => Phase::ShuttingDown,
+        }
+    }
+
+    /// Listening: ready, unless the spool says otherwise.
+    pub fn serving(&self) {
+        // Never back from shutting down.
+        let _ = self.0.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn shutting_down(&self) {
+        self.0.store(2, Ordering::SeqCst);
+    }
+}
+
+/// Why `/readyz` is not 200: the reason code and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    Starting,
+    ShuttingDown,
+    /// The disk refused a write (no space); cleared by the next append that succeeds.
+    DiskFull,
+    /// The spool is at its size limit (`spool.max_bytes`).
+    SpoolFull,
+}
+
+impl NotReady {
+    pub fn code(self) -> &'static str {
+        match self {
+            NotReady::Starting => "starting",
+            NotReady::ShuttingDown => "shutting_down",
+            NotReady::DiskFull => "disk_full",
+            NotReady::SpoolFull => "spool_full",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            NotReady::Starting => "not ready: starting (the listener is not open yet)",
+            NotReady::ShuttingDown => "not ready: shutting down; in-flight requests are being finished",
+            NotReady::DiskFull => {
+                "not ready: the disk refused a spool write (no space left); events are refused until a write succeeds"
+            }
+            NotReady::SpoolFull => "not ready: the spool is at spool.max_bytes; delivering the backlog frees room",
+        }
+    }
+}
+
 impl AppState {
-    /// Ready: listening, not shutting down, and the spool (if any) has room.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.spool.as_ref().is_some_and(Spool::is_full)
+    /// Ready (`Ok`): serving, and the spool (if any) has room; else the reason.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        match self.lifecycle.phase() {
+            Phase::Starting => return Err(NotReady::Starting),
+            Phase::ShuttingDown => return Err(NotReady::ShuttingDown),
+            Phase::Serving => {}
+        }
+        match &self.spool {
+            Some(spool) if spool.disk_refused() => Err(NotReady::DiskFull),
+            Some(spool) if spool.is_full() => Err(NotReady::SpoolFull),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -103,6 +181,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .merge(api)
         .fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 

@@ -497,6 +497,12 @@ impl Spool {
         self.inner.dead_dropped.load(Ordering::Relaxed)
     }
 
+    /// Whether the disk refused a write (no space) and no append has succeeded
+    /// since: `/readyz` says `disk_full`.
+    pub fn disk_refused(&self) -> bool {
+        self.inner.disk_full.load(Ordering::Relaxed)
+    }
+
     /// Whether the spool is (nearly) full: at its size limit, or it refused an
     /// append and has not yet drained below 90% of the limit, or the disk
     /// refused a write and no append has succeeded since (nor have acks freed
