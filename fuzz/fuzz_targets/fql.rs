@@ -9,29 +9,18 @@
 //! and accepts any JSON value (also `null`, arrays, scalars).
 #![no_main]
 
+#[path = "shared.rs"]
+mod shared;
+
 use libfuzzer_sys::fuzz_target;
 use mixpanel_actions::subscription::Trigger;
 use serde_json::{json, Value};
-
-fn fixed_event() -> Value {
-    json!({
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u-1",
-        "anonymousId": "a-1",
-        "name": "Home",
-        "properties": {"price": 9.5, "count": 0, "tags": ["a", "b"], "name": "", "flag": true, "nil": null},
-        "traits": {"email": "a@example.com", "employees": 10},
-        "context": {"ip": "8.8.8.8", "library": {"name": "analytics.js"}}
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (source, event) = text.split_once('\n').unwrap_or((text, ""));
-    let event: Value = serde_json::from_str(event).unwrap_or_else(|_| fixed_event());
+    let (source, event) = shared::source_and_event(text);
     match Trigger::parse(source) {
         Ok(trigger) => {
             let first = trigger.matches(&event);

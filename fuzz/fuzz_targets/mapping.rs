@@ -11,34 +11,21 @@
 //! `resolve_validated`, and `compile` refuses exactly what `validate` refuses.
 #![no_main]
 
+#[path = "shared.rs"]
+mod shared;
+
 use libfuzzer_sys::fuzz_target;
 use mixpanel_actions::mapping::kit::{self, CompiledMapping};
-use serde_json::{json, Value};
-
-fn fixed_event() -> Value {
-    json!({
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u-1",
-        "anonymousId": "a-1",
-        "messageId": "m-1",
-        "timestamp": "2024-01-01T00:00:00.000Z",
-        "properties": {"price": 9.5, "count": 0, "tags": ["a", "b"], "items": [{"sku": "x", "qty": 2}, {"sku": "y"}],
-                       "name": "Shoe", "empty": "", "flag": true, "nil": null, "text": "a-b-c"},
-        "traits": {"email": "a@example.com", "name": "Ann"},
-        "context": {"ip": "8.8.8.8", "app": {"name": "Shop"}, "library": {"name": "analytics.js", "version": "1"}}
-    })
-}
+use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (mapping, event) = text.split_once('\n').unwrap_or((text, ""));
+    let (mapping, event) = shared::source_and_event(text);
     let Ok(mapping) = serde_json::from_str::<Value>(mapping) else {
         return;
     };
-    let event: Value = serde_json::from_str(event).unwrap_or_else(|_| fixed_event());
 
     let _ = kit::liquid_problems(&mapping);
     let valid = kit::validate(&mapping);

@@ -334,11 +334,15 @@ fn load_source(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<AppConfig, ConfigError> {
     let env: Vec<(String, String)> = env.into_iter().collect();
-    let overrides: std::collections::HashMap<String, String> = env
+    // Sorted, so that the order of the overrides (and of their problems) does
+    // not depend on the environment's.
+    let mut sorted: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .cloned()
         .collect();
+    sorted.sort();
+    let overrides: config::Map<String, String> = sorted.into_iter().collect();
     let built = config::Config::builder()
         .add_source(source)
         .add_source(

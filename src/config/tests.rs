@@ -90,6 +90,37 @@ fn unknown_keys_are_errors() {
     assert!(e.problems[0].contains("lisen"), "{:?}", e.problems);
 }
 
+/// Found by fuzzing: with several unknown keys, which one the problem named
+/// followed hash order, so the same file gave different errors on each run.
+#[test]
+fn problems_follow_the_document_order_on_every_load() {
+    let text = "max_nesting_depth = 64\nheader_timeout = \"10s\"\nbody_timeout = \"1s\"\nidle_timeout = \"1s\"\n\
+                max_connections = 1\nmax_requests = 1\n";
+    for _ in 0..20 {
+        let e = load_str(text, no_env()).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{:?}", e.problems);
+        assert!(
+            e.problems[0].contains("unknown field `max_nesting_depth`"),
+            "{:?}",
+            e.problems
+        );
+    }
+    let env = |order: &[usize]| -> Vec<(String, String)> {
+        let all = [
+            ("MIXPANEL_ACTIONS__LIMITS__MAX_EVENT_BYTES", "not a size"),
+            ("MIXPANEL_ACTIONS__LIMITS__BODY_TIMEOUT", "not a duration"),
+            ("MIXPANEL_ACTIONS__LIMITS__MAX_REQUESTS", "not a number"),
+        ];
+        order
+            .iter()
+            .map(|&i| (all[i].0.to_owned(), all[i].1.to_owned()))
+            .collect()
+    };
+    let first = load_str("", env(&[0, 1, 2])).unwrap_err().problems;
+    assert_eq!(load_str("", env(&[2, 1, 0])).unwrap_err().problems, first);
+    assert_eq!(load_str("", env(&[1, 2, 0])).unwrap_err().problems, first);
+}
+
 #[test]
 fn an_empty_project_token_is_a_config_error() {
     let with_token = |token: &str| {

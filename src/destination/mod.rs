@@ -79,9 +79,9 @@ impl Subscription {
         let trigger = Trigger::parse(&config.subscribe).map_err(|e| error(format!("invalid trigger: {e}")))?;
         let action = ActionKind::from_name(&config.partner_action).ok_or_else(|| {
             let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.name()).collect();
+            // The value is not repeated: configuration problems never echo one.
             error(format!(
-                "unknown partnerAction \"{}\" (expected one of: {})",
-                config.partner_action,
+                "unknown partnerAction (expected one of: {}; names are case-sensitive)",
                 known.join(", ")
             ))
         })?;
