@@ -460,13 +460,7 @@ async fn a_body_that_cannot_be_read_is_400_invalid_body() {
         if close_write {
             stream.shutdown().await.unwrap();
         }
-        let outcome = read_outcome(&mut stream, BOUND).await;
-        let Outcome::Answer { status, head, json } = &outcome else {
-            panic!("{what}: no answer: {outcome:?}");
-        };
-        assert_eq!(*status, 400, "{what}: {head}\n{json}");
-        assert!(head.to_ascii_lowercase().contains("application/json"), "{what}: {head}");
-        assert_eq!(json["code"], "invalid_body", "{what}: {json}");
+        let json = json_error(&read_outcome(&mut stream, BOUND).await, what, 400, "invalid_body");
         assert!(
             json["message"]
                 .as_str()
@@ -481,11 +475,12 @@ async fn a_body_that_cannot_be_read_is_400_invalid_body() {
     stream.write_all(chunked_head().as_bytes()).await.unwrap();
     let _ = stream.write_all(format!("{:x}\r\n", big.len()).as_bytes()).await;
     let _ = stream.write_all(&big).await;
-    let outcome = read_outcome(&mut stream, BOUND).await;
-    let Outcome::Answer { status, json, .. } = &outcome else {
-        panic!("over the limit: no answer: {outcome:?}");
-    };
-    assert_eq!((*status, json["code"].as_str()), (413, Some("too_large")), "{json}");
+    json_error(
+        &read_outcome(&mut stream, BOUND).await,
+        "over the limit",
+        413,
+        "too_large",
+    );
     assert!(mock.requests().is_empty(), "{:?}", mock.requests());
 }
 
@@ -506,12 +501,23 @@ async fn paths_that_do_not_decode_are_400_invalid_path_as_json() {
             basic(&format!("{KEY}:"))
         );
         stream.write_all(head.as_bytes()).await.unwrap();
-        let outcome = read_outcome(&mut stream, BOUND).await;
-        let Outcome::Answer { status, head, json } = &outcome else {
-            panic!("{path}: no answer: {outcome:?}");
-        };
-        assert_eq!(*status, 400, "{path}: {head}");
-        assert!(head.to_ascii_lowercase().contains("application/json"), "{path}: {head}");
-        assert_eq!(json["code"], "invalid_path", "{path}: {json}");
+        json_error(&read_outcome(&mut stream, BOUND).await, path, 400, "invalid_path");
     }
+}
+
+/// The JSON body of an error answer with this status and code (`what` names
+/// the case in failure messages).
+fn json_error(outcome: &Outcome, what: &str, status: u16, code: &str) -> Value {
+    let Outcome::Answer {
+        status: got,
+        head,
+        json,
+    } = outcome
+    else {
+        panic!("{what}: no answer: {outcome:?}");
+    };
+    assert_eq!(*got, status, "{what}: {head}\n{json}");
+    assert!(head.to_ascii_lowercase().contains("application/json"), "{what}: {head}");
+    assert_eq!(json["code"], code, "{what}: {json}");
+    json.clone()
 }
