@@ -92,9 +92,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, MAX_REWRITTEN_BYTES)
-        .await
-        .unwrap_or_default();
+    let text = first_bytes(body, MAX_REWRITTEN_BYTES).await;
     let text = String::from_utf8_lossy(&text);
     let status = parts.status;
     let message = match text.trim() {
@@ -125,15 +123,30 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
 /// At most this much of a non-JSON error body becomes the message.
 const MAX_REWRITTEN_BYTES: usize = 4096;
 
-/// The answer when a handler panicked: JSON 500, the panic's text kept out of
-/// it (it may hold event data); the panic itself is logged.
-pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %detail, "a request handler panicked");
+/// The first `max` bytes of a body (all of it when shorter; what could be
+/// read when it fails).
+async fn first_bytes(mut body: axum::body::Body, max: usize) -> Vec<u8> {
+    use http_body_util::BodyExt as _;
+    let mut out = Vec::new();
+    while out.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = max - out.len();
+                    out.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out
+}
+
+/// The answer when a handler panicked: JSON 500. The panic's text is kept
+/// out of the answer and of this log line (it may hold event data); where it
+/// happened is in the panic hook's report.
+pub fn panicked(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; the request was answered 500");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -199,8 +212,23 @@ mod tests {
         let (_, _, body) = call(router.clone(), "/json").await;
         assert_eq!(body["code"], "mine");
         let request = Request::builder().uri("/ok").body(Body::empty()).unwrap();
-        let ok = router.oneshot(request).await.unwrap();
+        let ok = router
+            .clone()
+            .layer(axum::middleware::from_fn(json_errors))
+            .oneshot(request)
+            .await
+            .unwrap();
         assert_eq!(ok.status(), 200);
+        let body = axum::body::to_bytes(ok.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(&body[..], b"fine", "a success passes untouched");
+        // A long text is cut to its first bytes, not dropped.
+        let (status, _, body) = call(
+            Router::new().route("/long", get(|| async { (StatusCode::NOT_FOUND, "x".repeat(10_000)) })),
+            "/long",
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(body["message"].as_str().map(str::len), Some(MAX_REWRITTEN_BYTES));
     }
 
     #[tokio::test]

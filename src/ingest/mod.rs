@@ -202,3 +202,30 @@ async fn overloaded(error: BoxError) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_goes_forward_only() {
+        let life = Lifecycle::default();
+        assert_eq!(life.phase(), Phase::Starting);
+        life.serving();
+        assert_eq!(life.phase(), Phase::Serving);
+        life.shutting_down();
+        assert_eq!(life.phase(), Phase::ShuttingDown);
+        life.serving();
+        assert_eq!(life.phase(), Phase::ShuttingDown, "never back from shutting down");
+        let codes: Vec<&str> = [
+            NotReady::Starting,
+            NotReady::ShuttingDown,
+            NotReady::DiskFull,
+            NotReady::SpoolFull,
+        ]
+        .iter()
+        .map(|r| r.code())
+        .collect();
+        assert_eq!(codes, ["starting", "shutting_down", "disk_full", "spool_full"]);
+    }
+}
