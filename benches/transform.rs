@@ -6,6 +6,11 @@
 //! same event bytes, and prints transform/ceiling: for the whole fixture (each
 //! case with its own subscriptions) and for the cases that run the six presets.
 //! Run: `cargo bench --bench transform`.
+//!
+//! Instruction counts, repeatable on a busy machine: with `BENCH_ROUNDS=n` the
+//! binary runs `n` rounds of the transform and of the ceiling and exits, e.g.
+//! `BENCH_ROUNDS=20 valgrind --tool=callgrind --toggle-collect='transform::transform'
+//! target/release/deps/transform-<hash>` (and again with `transform::ceiling`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -66,6 +71,7 @@ fn workload() -> Vec<Work> {
     out
 }
 
+#[inline(never)]
 fn transform(work: &[Work]) -> usize {
     let mut bytes = 0;
     for w in work {
@@ -81,6 +87,7 @@ fn transform(work: &[Work]) -> usize {
     bytes
 }
 
+#[inline(never)]
 fn ceiling(work: &[Work]) -> usize {
     let mut bytes = 0;
     for w in work {
@@ -105,6 +112,13 @@ fn rate(work: &[Work], budget: Duration, f: fn(&[Work]) -> usize) -> f64 {
 
 fn main() {
     let work = workload();
+    if let Some(rounds) = std::env::var("BENCH_ROUNDS").ok().and_then(|n| n.parse::<u32>().ok()) {
+        for _ in 0..rounds {
+            black_box(transform(black_box(&work)));
+            black_box(ceiling(black_box(&work)));
+        }
+        return;
+    }
     let mut c = Criterion::default()
         .configure_from_args()
         .measurement_time(Duration::from_secs(5));
