@@ -14,6 +14,9 @@
 
 #[cfg(test)]
 mod durability_support;
+#[cfg(test)]
+#[path = "common/preview_command.rs"]
+mod preview_command;
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -347,8 +350,6 @@ async fn liquid_bombs_give_event_errors_and_the_server_keeps_serving() {
 /// errors naming the limit, one result per case, exit 0.
 #[test]
 fn the_preview_command_reports_liquid_bombs_per_event() {
-    use std::io::Write as _;
-
     let cases: Vec<String> = bombs()
         .into_iter()
         .map(|(name, template)| {
@@ -367,17 +368,7 @@ fn the_preview_command_reports_liquid_bombs_per_event() {
         })
         .collect();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mixpanel-actions"))
-        .arg("preview")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn preview");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(cases.join("\n").as_bytes()).expect("write the cases");
-    drop(stdin);
-    let output = child.wait_with_output().expect("preview output");
+    let output = preview_command::run_preview(&[], &cases);
     println!(
         "[liquid bombs] preview command: {} cases in {:?}",
         cases.len(),

@@ -1134,9 +1134,6 @@ subscriptions = [
 /// them as they would be sent.
 #[test]
 fn the_preview_command_masks_credentials_unless_asked() {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-
     let settings = json!({"projectToken": "tok-shown-only-on-request", "apiSecret": "secret-shown-only-on-request"});
     let cases: Vec<String> = [
         json!({"type": "track", "event": "E", "userId": "u1", "messageId": "m1"}),
@@ -1148,18 +1145,7 @@ fn the_preview_command_masks_credentials_unless_asked() {
     .map(|(i, event)| json!({"id": i, "settings": settings, "event": event}).to_string())
     .collect();
     let run = |args: &[&str]| -> String {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mixpanel-actions"))
-            .arg("preview")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn preview");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(cases.join("\n").as_bytes()).expect("write the cases");
-        drop(stdin);
-        let output = child.wait_with_output().expect("preview output");
+        let output = common::preview_command::run_preview(args, &cases);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     };

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod preview_command;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
