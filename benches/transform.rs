@@ -25,6 +25,7 @@ use mixpanel_actions::destination::{self, Destination};
 use mixpanel_actions::mapping::schema::Mode;
 use mixpanel_actions::mixpanel::Settings;
 use mixpanel_actions::preview;
+use mixpanel_actions::segment;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../tests/fixtures/conformance.jsonl");
@@ -75,7 +76,8 @@ fn workload() -> Vec<Work> {
 fn transform(work: &[Work]) -> usize {
     let mut bytes = 0;
     for w in work {
-        let Ok(event) = serde_json::from_str::<Value>(&w.event) else {
+        // The pipeline's parse (the same `Value` as `serde_json`'s).
+        let Ok(event) = segment::json::from_str(&w.event) else {
             continue;
         };
         let events = [event];

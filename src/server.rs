@@ -422,7 +422,7 @@ async fn orphaned_to_dead_letters(spool: &Spool, config: &AppConfig) {
             let letters = entries
                 .into_iter()
                 .map(|e| {
-                    let event = serde_json::from_slice(&e.event).unwrap_or(serde_json::Value::Null);
+                    let event = crate::segment::json::from_slice(&e.event).unwrap_or(serde_json::Value::Null);
                     (
                         e.id,
                         DeadLetter {

@@ -125,7 +125,7 @@ impl Drop for Unmark<'_> {
 fn poison_letter(dest: &DestinationConfig, entry: &Entry) -> DeadLetter {
     let EventId { segment, ordinal } = entry.id;
     tracing::error!(destination = %dest.id, segment, ordinal, "event quarantined: the process died twice while transforming it");
-    let event = serde_json::from_slice(&entry.event)
+    let event = crate::segment::json::from_slice(&entry.event)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.event).into_owned()));
     dead(
         dest,
@@ -195,7 +195,7 @@ pub fn prepare(
     let mut events = Vec::with_capacity(entries.len());
     let mut kept = Vec::with_capacity(entries.len());
     for entry in entries {
-        match serde_json::from_slice::<Value>(&entry.event) {
+        match crate::segment::json::from_slice(&entry.event) {
             Ok(v) => {
                 events.push(v);
                 kept.push(entry);

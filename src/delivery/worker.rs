@@ -642,7 +642,7 @@ impl Worker {
                     // Not retried: the event may be what makes delivery fail.
                     p.tally.failed = false;
                     p.tally.hard_failure = false;
-                    let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
+                    let event = crate::segment::json::from_slice(&p.event).unwrap_or(Value::Null);
                     p.tally.dead.push(prepare::dead(
                         &self.dest,
                         None,
@@ -691,7 +691,7 @@ impl Worker {
                         .subscriptions
                         .get(item.subscription)
                         .map(|s| s.name.clone());
-                    let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
+                    let event = crate::segment::json::from_slice(&p.event).unwrap_or(Value::Null);
                     let mut letter = prepare::dead(&self.dest, sub_name, "rejected", Some(status), message, event);
                     letter.request = Some(crate::mixpanel::api::redact_tokens(item.record.to_value()));
                     letter.response = Some(serde_json::json!({"status": status, "body": answer}));
@@ -776,7 +776,7 @@ impl Worker {
                 age.as_secs(),
                 p.tally.last_error
             );
-            let event = serde_json::from_slice(&p.event).unwrap_or(Value::Null);
+            let event = crate::segment::json::from_slice(&p.event).unwrap_or(Value::Null);
             self.deads
                 .push((p.id, prepare::dead(&self.dest, None, "expired", None, message, event)));
             return;

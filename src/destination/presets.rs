@@ -1,5 +1,7 @@
 //! The six default subscriptions of a destination that configures none.
 
+use std::sync::LazyLock;
+
 use serde_json::{json, Value};
 
 use super::Subscription;
@@ -35,8 +37,14 @@ fn preset_mapping(name: &str, action: ActionKind) -> Value {
     mapping
 }
 
-/// The preset subscriptions.
+/// The preset subscriptions, compiled once: every destination on the presets
+/// shares their compiled mappings.
 pub fn presets() -> Vec<Subscription> {
+    static COMPILED: LazyLock<Vec<Subscription>> = LazyLock::new(compile_presets);
+    COMPILED.clone()
+}
+
+fn compile_presets() -> Vec<Subscription> {
     PRESETS
         .iter()
         .filter_map(|(name, subscribe, action)| {

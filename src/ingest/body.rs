@@ -78,7 +78,8 @@ pub fn parse_json(headers: &HeaderMap, raw: &[u8], max_bytes: usize, max_depth: 
             "request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))
+    crate::segment::json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))
 }
 
 /// Inflates gzip, refusing to produce more than `max_bytes` (a gzip bomb stops

@@ -50,6 +50,11 @@ impl<'a> Payload<'a> {
         }
     }
 
+    /// The fields present, in schema order (each key once).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> + '_ {
+        self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -5,6 +5,8 @@
 //! what is not read must pass through untouched); this module gives them a type and
 //! names the fields the pipeline relies on. Pure; never panics on input.
 
+pub mod json;
+
 use serde_json::Value;
 
 /// A Segment event type.

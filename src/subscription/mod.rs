@@ -85,11 +85,11 @@ pub struct FqlError {
     pub position: usize,
 }
 
-/// A parsed FQL subscription trigger.
+/// A parsed FQL subscription trigger (clones share the parsed tree).
 #[derive(Debug, Clone)]
 pub struct Trigger {
     source: String,
-    root: Node,
+    root: std::sync::Arc<Node>,
     warnings: Vec<String>,
 }
 
@@ -100,7 +100,7 @@ impl Trigger {
         let parsed = parser::parse(tokens, source.chars().count())?;
         Ok(Trigger {
             source: source.to_string(),
-            root: parsed.root,
+            root: std::sync::Arc::new(parsed.root),
             warnings: parsed.warnings,
         })
     }

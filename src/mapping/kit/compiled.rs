@@ -29,6 +29,7 @@
 //! errors are tagged with the same field keys, so messages match too.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -38,8 +39,11 @@ use super::template::{self, Piece};
 use super::value::{js_string, json_truthy, opt_truthy, Data, Resolved};
 use super::{MappingError, MAX_VALUE_BYTES};
 
+mod plan;
 #[cfg(test)]
 mod tests;
+
+use plan::PathPlan;
 
 /// The members of a resolved object mapping, in order; values borrowed from
 /// the event or the mapping where the result would hold a copy.
@@ -58,14 +62,25 @@ pub type Members<'a> = Vec<(Cow<'a, str>, Cow<'a, Value>)>;
 /// assert_eq!(compiled.resolve(&event).unwrap(), json!({"app": "Shop", "fixed": 1}));
 /// assert_eq!(compiled.source(), &mapping);
 /// ```
+///
+/// Clones share the compiled form (destinations with the same subscriptions,
+/// such as the presets, hold one copy).
 #[derive(Debug, Clone)]
 pub struct CompiledMapping {
+    inner: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     /// The mapping as given.
     source: Value,
     /// The mapping the interpreter resolves when it differs from `source` (the
     /// root-directive rewrite); generic nodes point into it.
     processed: Option<Value>,
     root: Node,
+    /// The `@path`s that read the event itself ([`Node::Slot`]), looked up in
+    /// one walk.
+    plan: PathPlan,
 }
 
 impl CompiledMapping {
@@ -73,25 +88,31 @@ impl CompiledMapping {
     pub fn compile(mapping: &Value) -> Result<CompiledMapping, MappingError> {
         super::validate(mapping)?;
         let processed = mapping_to_process(mapping)?;
-        let root = Compiler::default().node(&processed, 0);
+        let mut root = Compiler::default().node(&processed, 0);
+        let mut plan = PathPlan::default();
+        root.slotify(&mut plan);
+        plan.finish();
         let processed = match processed {
             Cow::Borrowed(_) => None,
             Cow::Owned(v) => Some(v),
         };
         Ok(CompiledMapping {
-            source: mapping.clone(),
-            processed,
-            root,
+            inner: Arc::new(Compiled {
+                source: mapping.clone(),
+                processed,
+                root,
+                plan,
+            }),
         })
     }
 
     /// Same result as [`super::resolve`]`(self.source(), data)` (equal JSON, equal
     /// errors), without re-validating or re-reading the mapping.
     pub fn resolve(&self, data: &Value) -> Result<Value, MappingError> {
-        let data = Data::Json(data);
-        check_data(data)?;
-        let mapping = self.processed.as_ref().unwrap_or(&self.source);
-        Ok(self.root.to_json(mapping, data)?.unwrap_or(Value::Null))
+        check_data(Data::Json(data))?;
+        let slots = self.slots(data);
+        let cx = self.cx(data, &slots);
+        Ok(self.inner.root.to_json(cx)?.unwrap_or(Value::Null))
     }
 
     /// [`CompiledMapping::resolve`] when the result is an object: its members
@@ -99,14 +120,14 @@ impl CompiledMapping {
     /// copy (`Err` holds a result that is not an object). Equal to `resolve`'s
     /// members, with equal errors.
     pub fn resolve_members<'a>(&'a self, data: &'a Value) -> Result<Result<Members<'a>, Value>, MappingError> {
-        let data = Data::Json(data);
-        check_data(data)?;
-        let mapping = self.processed.as_ref().unwrap_or(&self.source);
-        match &self.root {
+        check_data(Data::Json(data))?;
+        let slots = self.slots(data);
+        let cx = self.cx(data, &slots);
+        match &self.inner.root {
             Node::Object(members) => {
                 let mut out = Vec::with_capacity(members.len());
                 for (key, node) in members.iter() {
-                    if let Some(value) = node.to_cow(mapping, data).map_err(|e| e.under(key))? {
+                    if let Some(value) = node.to_cow(cx).map_err(|e| e.under(key))? {
                         out.push((Cow::Borrowed(key.as_str()), value));
                     }
                 }
@@ -116,7 +137,7 @@ impl CompiledMapping {
                 .iter()
                 .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v)))
                 .collect())),
-            root => match root.to_json(mapping, data)?.unwrap_or(Value::Null) {
+            root => match root.to_json(cx)?.unwrap_or(Value::Null) {
                 Value::Object(map) => Ok(Ok(map
                     .into_iter()
                     .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
@@ -128,7 +149,38 @@ impl CompiledMapping {
 
     /// The original mapping.
     pub fn source(&self) -> &Value {
-        &self.source
+        &self.inner.source
+    }
+
+    fn slots<'a>(&self, data: &'a Value) -> Vec<Resolved<'a>> {
+        if self.inner.plan.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.plan.run(data)
+        }
+    }
+
+    fn cx<'a, 's>(&'a self, data: &'a Value, slots: &'s [Resolved<'a>]) -> Cx<'a, 's> {
+        Cx {
+            mapping: self.inner.processed.as_ref().unwrap_or(&self.inner.source),
+            data: Data::Json(data),
+            slots,
+        }
+    }
+}
+
+/// What nodes resolve against: the mapping's root (for generic nodes), the
+/// data, and the values of the plan's paths when the data is the event.
+#[derive(Clone, Copy)]
+struct Cx<'a, 's> {
+    mapping: &'a Value,
+    data: Data<'a>,
+    slots: &'s [Resolved<'a>],
+}
+
+impl<'a> Cx<'a, '_> {
+    fn slot(&self, slot: usize) -> Resolved<'a> {
+        self.slots.get(slot).cloned().unwrap_or(Resolved::Undef)
     }
 }
 
@@ -136,7 +188,7 @@ impl CompiledMapping {
 impl CompiledMapping {
     /// How many values are left to the generic interpreter.
     fn generic_nodes(&self) -> usize {
-        self.root.generic_nodes()
+        self.inner.root.generic_nodes()
     }
 }
 
@@ -154,7 +206,7 @@ impl Node {
             Node::ArrayPath { shape, .. } => boxed(shape),
             Node::Object(members) => members.iter().map(|(_, n)| n.generic_nodes()).sum(),
             Node::Array(items) => items.iter().map(Node::generic_nodes).sum(),
-            Node::Literal(_) | Node::Path(_) | Node::Template { .. } | Node::TemplateText(_) => 0,
+            Node::Literal(_) | Node::Path(_) | Node::Slot(_) | Node::Template { .. } | Node::TemplateText(_) => 0,
         }
     }
 }
@@ -166,6 +218,9 @@ enum Node {
     Literal(Value),
     /// `@path` with a literal path.
     Path(KeyPath),
+    /// `@path` with a literal path, on the event itself: its value was looked
+    /// up by the [`PathPlan`] (in [`Cx::slots`]).
+    Slot(usize),
     /// `@if`; `otherwise` is only kept when the `else` option is truthy (the
     /// interpreter ignores a falsy one).
     If {
@@ -218,11 +273,11 @@ enum Step {
 
 impl Condition {
     /// Whether `@if` takes its `then` branch.
-    fn holds<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<bool, Fail> {
+    fn holds<'a>(&'a self, cx: Cx<'a, '_>) -> Result<bool, Fail> {
         Ok(match self {
-            Condition::Exists(node) => !node.test(mapping, data)?.nullish,
+            Condition::Exists(node) => !node.test(cx)?.nullish,
             Condition::Blank(node) => {
-                let tested = node.test(mapping, data)?;
+                let tested = node.test(cx)?;
                 !tested.nullish && !tested.empty_string
             }
         })
@@ -239,12 +294,14 @@ impl Node {
     /// Resolves the node to its final JSON (`None` for `undefined`), like the
     /// interpreter's `eval(..).into_json()`. `mapping` is the mapping's root, for
     /// generic nodes.
-    fn to_json<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<Option<Value>, Fail> {
+    fn to_json<'a>(&'a self, cx: Cx<'a, '_>) -> Result<Option<Value>, Fail> {
+        let data = cx.data;
         match self {
             Node::Literal(v) => Ok(Some(v.clone())),
             Node::Path(path) => Ok(path.get(data).into_json()),
+            Node::Slot(slot) => Ok(cx.slot(*slot).into_json()),
             // The branch taken, copied (`to_cow` picks it).
-            Node::If { .. } => Ok(self.to_cow(mapping, data)?.map(Cow::into_owned)),
+            Node::If { .. } => Ok(self.to_cow(cx)?.map(Cow::into_owned)),
             Node::Template {
                 pieces,
                 text_len,
@@ -274,7 +331,7 @@ impl Node {
                 let found = path.get(data);
                 match shape {
                     Some(shape) if found.is_object() || found.is_array() => {
-                        map_items(shape, &found, mapping).map(|items| Some(Value::Array(items)))
+                        map_items(shape, &found, cx.mapping).map(|items| Some(Value::Array(items)))
                     }
                     _ => Ok(found.into_json()),
                 }
@@ -282,7 +339,7 @@ impl Node {
             Node::Object(members) => {
                 let mut out = Map::with_capacity(members.len());
                 for (key, node) in members.iter() {
-                    if let Some(value) = node.to_json(mapping, data).map_err(|e| e.under(key))? {
+                    if let Some(value) = node.to_json(cx).map_err(|e| e.under(key))? {
                         out.insert(key.clone(), value);
                     }
                 }
@@ -291,13 +348,13 @@ impl Node {
             Node::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, node) in items.iter().enumerate() {
-                    let value = node.to_json(mapping, data).map_err(|e| e.under(&i.to_string()))?;
+                    let value = node.to_json(cx).map_err(|e| e.under(&i.to_string()))?;
                     out.push(value.unwrap_or(Value::Null));
                 }
                 Ok(Some(Value::Array(out)))
             }
             Node::Generic { at, depth } => {
-                let value = locate(mapping, at)?;
+                let value = locate(cx.mapping, at)?;
                 Ok(eval(value, data, *depth)?.into_json())
             }
         }
@@ -305,40 +362,39 @@ impl Node {
 
     /// [`Node::to_json`], borrowing what it would copy from the event or the
     /// mapping.
-    fn to_cow<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<Option<Cow<'a, Value>>, Fail> {
+    fn to_cow<'a>(&'a self, cx: Cx<'a, '_>) -> Result<Option<Cow<'a, Value>>, Fail> {
         match self {
             Node::Literal(v) => Ok(Some(Cow::Borrowed(v))),
-            Node::Path(path) => Ok(path.get(data).into_cow()),
+            Node::Path(path) => Ok(path.get(cx.data).into_cow()),
+            Node::Slot(slot) => Ok(cx.slot(*slot).into_cow()),
             Node::If {
                 condition,
                 then,
                 otherwise,
             } => {
-                let branch = if condition.holds(mapping, data)? {
-                    then
-                } else {
-                    otherwise
-                };
+                let branch = if condition.holds(cx)? { then } else { otherwise };
                 match branch {
-                    Some(node) => node.to_cow(mapping, data),
+                    Some(node) => node.to_cow(cx),
                     None => Ok(None),
                 }
             }
-            other => Ok(other.to_json(mapping, data)?.map(Cow::Owned)),
+            other => Ok(other.to_json(cx)?.map(Cow::Owned)),
         }
     }
 
     /// What `@if` needs to know of the node's value (a path's value is not
     /// copied).
-    fn test<'a>(&'a self, mapping: &'a Value, data: Data<'a>) -> Result<Tested, Fail> {
-        if let Node::Path(path) = self {
-            let value = path.get(data);
-            return Ok(Tested {
-                nullish: value.is_nullish(),
-                empty_string: value.as_str() == Some(""),
-            });
+    fn test<'a>(&'a self, cx: Cx<'a, '_>) -> Result<Tested, Fail> {
+        let tested = |value: &Resolved<'_>| Tested {
+            nullish: value.is_nullish(),
+            empty_string: value.as_str() == Some(""),
+        };
+        match self {
+            Node::Path(path) => return Ok(tested(&path.get(cx.data))),
+            Node::Slot(slot) => return Ok(tested(cx.slots.get(*slot).unwrap_or(&Resolved::Undef))),
+            _ => {}
         }
-        Ok(match self.to_json(mapping, data)? {
+        Ok(match self.to_json(cx)? {
             None | Some(Value::Null) => Tested {
                 nullish: true,
                 empty_string: false,
@@ -355,10 +411,51 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Turns the `@path`s that read the data this node is resolved against
+    /// into slots of `plan` (not those of `@arrayPath` shapes, which read the
+    /// items, nor template placeholders).
+    fn slotify(&mut self, plan: &mut PathPlan) {
+        match self {
+            Node::Path(path) => {
+                let slot = plan.slot(path.clone());
+                *self = Node::Slot(slot);
+            }
+            Node::If {
+                condition: Condition::Exists(c) | Condition::Blank(c),
+                then,
+                otherwise,
+            } => {
+                c.slotify(plan);
+                for branch in [then, otherwise].into_iter().flatten() {
+                    branch.slotify(plan);
+                }
+            }
+            Node::Object(members) => members.iter_mut().for_each(|(_, node)| node.slotify(plan)),
+            Node::Array(items) => items.iter_mut().for_each(|node| node.slotify(plan)),
+            Node::Literal(_)
+            | Node::Slot(_)
+            | Node::Template { .. }
+            | Node::TemplateText(_)
+            | Node::ArrayPath { .. }
+            | Node::Generic { .. } => {}
+        }
+    }
+}
+
 /// `@arrayPath`'s mapping of the value found (an array: each item; an object:
 /// the object alone) through `shape`; `undefined` results become `null`.
 fn map_items(shape: &Node, found: &Resolved<'_>, mapping: &Value) -> Result<Vec<Value>, Fail> {
-    let one = |data: Data<'_>| shape.to_json(mapping, data).map(|v| v.unwrap_or(Value::Null));
+    // The shape reads the item, not the event: it has no slots.
+    let one = |data: Data<'_>| {
+        shape
+            .to_json(Cx {
+                mapping,
+                data,
+                slots: &[],
+            })
+            .map(|v| v.unwrap_or(Value::Null))
+    };
     match found {
         Resolved::Ref(Value::Array(list)) => list.iter().map(|item| one(Data::Json(item))).collect(),
         Resolved::Val(Value::Array(list)) => list.iter().map(|item| one(Data::Json(item))).collect(),

@@ -112,6 +112,11 @@ impl KeyPath {
         KeyPath::plain(&path.replacen("$.", "", 1))
     }
 
+    /// The keys, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.as_ref())
+    }
+
     /// Looks the path up in `data`.
     pub(crate) fn get<'a>(&self, data: Data<'a>) -> Resolved<'a> {
         walk(data, &self.keys)
@@ -152,7 +157,7 @@ fn walk<'a, K: AsRef<str>>(data: Data<'a>, keys: &[K]) -> Resolved<'a> {
     }
 }
 
-fn json_child<'a>(v: &'a Value, key: &str) -> Resolved<'a> {
+pub(crate) fn json_child<'a>(v: &'a Value, key: &str) -> Resolved<'a> {
     match v {
         Value::Object(map) => own_member(map, key).map_or(Resolved::Undef, Resolved::Ref),
         Value::Array(items) => indexed(key, items.len(), |i| items.get(i).map(Resolved::Ref)),

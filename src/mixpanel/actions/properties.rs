@@ -102,6 +102,72 @@ fn put(props: &mut Props, key: &'static str, value: Option<&Value>) {
     }
 }
 
+/// Declares [`EventFields`]: the payload fields the event properties read,
+/// found in one pass over the payload instead of one search per property.
+macro_rules! event_fields {
+    ($($name:ident: $key:literal,)*) => {
+        #[derive(Default)]
+        struct EventFields<'p> {
+            $($name: Option<&'p Value>,)*
+        }
+
+        impl<'p> EventFields<'p> {
+            fn of(payload: &'p Payload<'_>) -> EventFields<'p> {
+                let mut fields = EventFields::default();
+                for (key, value) in payload.iter() {
+                    let slot = match key {
+                        $($key => &mut fields.$name,)*
+                        _ => continue,
+                    };
+                    *slot = Some(value);
+                }
+                fields
+            }
+        }
+    };
+}
+
+event_fields! {
+    ip: "ip",
+    distinct_id: "distinct_id",
+    anonymous_id: "anonymous_id",
+    app_build: "app_build",
+    app_version: "app_version",
+    app_namespace: "app_namespace",
+    app_name: "app_name",
+    user_agent: "userAgent",
+    bluetooth: "bluetooth",
+    cellular: "cellular",
+    carrier: "carrier",
+    url: "url",
+    device_name: "device_name",
+    device_type: "device_type",
+    group_id: "group_id",
+    user_id: "user_id",
+    idfa: "idfa",
+    library_version: "library_version",
+    language: "language",
+    device_manufacturer: "device_manufacturer",
+    device_model: "device_model",
+    os_name: "os_name",
+    os_version: "os_version",
+    referrer: "referrer",
+    screen_height: "screen_height",
+    screen_width: "screen_width",
+    screen_density: "screen_density",
+    context: "context",
+    wifi: "wifi",
+    country: "country",
+    library_name: "library_name",
+    utm_properties: "utm_properties",
+    advertising_id: "advertising_id",
+    ad_tracking_enabled: "ad_tracking_enabled",
+    timezone: "timezone",
+    app_platform: "app_platform",
+    name: "name",
+    user_agent_data: "userAgentData",
+}
+
 /// The properties of the Mixpanel event (SPEC section 3), with `time` = `time_ms`
 /// and `$insert_id` = `insert_id`.
 fn event_properties(
@@ -111,59 +177,57 @@ fn event_properties(
     time_ms: i64,
     insert_id: Value,
 ) -> Props {
-    let f = |key: &str| payload.get(key);
+    let e = EventFields::of(payload);
     let mut p = props_with_capacity(64);
     p.insert("time".into(), Value::from(time_ms));
-    put(&mut p, "ip", f("ip"));
-    put(&mut p, "id", f("distinct_id"));
-    put(&mut p, "$anon_id", f("anonymous_id"));
-    p.insert(
-        "distinct_id".into(),
-        f("distinct_id").cloned().unwrap_or_else(|| text("")),
-    );
-    put(&mut p, "$app_build_number", f("app_build"));
-    put(&mut p, "$app_version_string", f("app_version"));
-    put(&mut p, "$app_namespace", f("app_namespace"));
-    put(&mut p, "$app_name", f("app_name"));
-    if let Some(Value::String(ua)) = f("userAgent").filter(|v| truthy(Some(v))) {
+    put(&mut p, "ip", e.ip);
+    put(&mut p, "id", e.distinct_id);
+    put(&mut p, "$anon_id", e.anonymous_id);
+    p.insert("distinct_id".into(), e.distinct_id.cloned().unwrap_or_else(|| text("")));
+    put(&mut p, "$app_build_number", e.app_build);
+    put(&mut p, "$app_version_string", e.app_version);
+    put(&mut p, "$app_namespace", e.app_namespace);
+    put(&mut p, "$app_name", e.app_name);
+    if let Some(Value::String(ua)) = e.user_agent.filter(|v| truthy(Some(v))) {
         let browser = useragent::browser(ua);
         p.insert("$browser".into(), text(browser));
         if let Some(version) = useragent::browser_version(ua, browser) {
             p.insert("$browser_version".into(), Value::String(version));
         }
     }
-    put(&mut p, "$bluetooth_enabled", f("bluetooth"));
-    put(&mut p, "$cellular_enabled", f("cellular"));
-    put(&mut p, "$carrier", f("carrier"));
-    put(&mut p, "$current_url", f("url"));
-    put(&mut p, "$device", f("device_name"));
-    put(&mut p, "$device_id", f("anonymous_id"));
-    put(&mut p, "$device_type", f("device_type"));
-    put(&mut p, "$device_name", f("device_name"));
-    put(&mut p, "$group_id", f("group_id"));
-    put(&mut p, "$identified_id", f("user_id"));
+    put(&mut p, "$bluetooth_enabled", e.bluetooth);
+    put(&mut p, "$cellular_enabled", e.cellular);
+    put(&mut p, "$carrier", e.carrier);
+    put(&mut p, "$current_url", e.url);
+    put(&mut p, "$device", e.device_name);
+    put(&mut p, "$device_id", e.anonymous_id);
+    put(&mut p, "$device_type", e.device_type);
+    put(&mut p, "$device_name", e.device_name);
+    put(&mut p, "$group_id", e.group_id);
+    put(&mut p, "$identified_id", e.user_id);
     p.insert("$insert_id".into(), insert_id);
-    put(&mut p, "$ios_ifa", f("idfa"));
-    put(&mut p, "$lib_version", f("library_version"));
-    put(&mut p, "$locale", f("language"));
-    put(&mut p, "$manufacturer", f("device_manufacturer"));
-    put(&mut p, "$model", f("device_model"));
-    put(&mut p, "$os", f("os_name"));
-    put(&mut p, "$os_version", f("os_version"));
-    put(&mut p, "$referrer", f("referrer"));
-    put(&mut p, "$screen_height", f("screen_height"));
-    put(&mut p, "$screen_width", f("screen_width"));
-    put(&mut p, "$screen_density", f("screen_density"));
-    let iterable = f("context")
+    put(&mut p, "$ios_ifa", e.idfa);
+    put(&mut p, "$lib_version", e.library_version);
+    put(&mut p, "$locale", e.language);
+    put(&mut p, "$manufacturer", e.device_manufacturer);
+    put(&mut p, "$model", e.device_model);
+    put(&mut p, "$os", e.os_name);
+    put(&mut p, "$os_version", e.os_version);
+    put(&mut p, "$referrer", e.referrer);
+    put(&mut p, "$screen_height", e.screen_height);
+    put(&mut p, "$screen_width", e.screen_width);
+    put(&mut p, "$screen_density", e.screen_density);
+    let iterable = e
+        .context
         .and_then(|c| c.get("integration"))
         .and_then(|i| i.get("name"))
         .and_then(Value::as_str)
         == Some("Iterable");
     p.insert("$source".into(), text(if iterable { "Iterable" } else { "segment" }));
-    put(&mut p, "$user_id", f("user_id"));
-    put(&mut p, "$wifi_enabled", f("wifi"));
-    put(&mut p, "mp_country_code", f("country"));
-    match f("library_name") {
+    put(&mut p, "$user_id", e.user_id);
+    put(&mut p, "$wifi_enabled", e.wifi);
+    put(&mut p, "mp_country_code", e.country);
+    match e.library_name {
         Some(Value::String(name)) if !name.is_empty() => {
             p.insert("mp_lib".into(), Value::String(format!("Segment Actions: {name}")));
         }
@@ -175,16 +239,16 @@ fn event_properties(
     if let Some(name) = &ctx.settings.source_name {
         p.insert("segment_source_name".into(), text(name));
     }
-    let utm = f("utm_properties").and_then(Value::as_object);
+    let utm = e.utm_properties.and_then(Value::as_object);
     for key in ["utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term"] {
         put(&mut p, key, utm.and_then(|u| u.get(key)));
     }
-    put(&mut p, "advertising_id", f("advertising_id"));
-    put(&mut p, "ad_tracking_enabled", f("ad_tracking_enabled"));
-    put(&mut p, "timezone", f("timezone"));
-    put(&mut p, "app_platform", f("app_platform"));
-    put(&mut p, "event_original_name", f("name"));
-    let ua_data = f("userAgentData").and_then(Value::as_object);
+    put(&mut p, "advertising_id", e.advertising_id);
+    put(&mut p, "ad_tracking_enabled", e.ad_tracking_enabled);
+    put(&mut p, "timezone", e.timezone);
+    put(&mut p, "app_platform", e.app_platform);
+    put(&mut p, "event_original_name", e.name);
+    let ua_data = e.user_agent_data.and_then(Value::as_object);
     for (from, to) in [
         ("mobile", "$mobile"),
         ("platform", "$platform"),

@@ -390,6 +390,32 @@ proptest! {
         prop_assert!(result.is_ok(), "{:?}", result);
     }
 
+    /// Many paths in one mapping, as the presets have: the path plan's trie
+    /// has nodes with many children (read by scanning the event's object),
+    /// shared prefixes, paths through falsy values, arrays and strings, and
+    /// equal paths sharing a slot.
+    #[test]
+    fn compiled_agrees_with_generic_on_many_paths(
+        paths in prop::collection::vec((arb_path(), 0..3usize), 4..28),
+        data in arb_event(),
+    ) {
+        let members: serde_json::Map<String, Value> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, (path, form))| {
+                let value = match form {
+                    0 => json!({ "@path": path }),
+                    1 => json!({ "@if": { "exists": { "@path": path }, "then": { "@path": path }, "else": "none" } }),
+                    _ => json!({ "nested": { "@path": path }, "list": [{ "@path": path }] }),
+                };
+                (format!("f{i}"), value)
+            })
+            .collect();
+        let mapping = Value::Object(members);
+        let result = check(&mapping, &data);
+        prop_assert!(result.is_ok(), "{:?}", result);
+    }
+
     #[test]
     fn compiled_agrees_with_generic_on_arbitrary_mappings(mapping in arb_json(), data in arb_json()) {
         let result = check(&mapping, &data);
