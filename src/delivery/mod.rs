@@ -81,7 +81,7 @@ impl Packed {
     /// Serializes `record`; an `/import` event is checked against Mixpanel's
     /// limits at `now_ms`.
     pub fn new(record: Record, now_ms: i64) -> Packed {
-        let json = serde_json::to_string(&record.data).unwrap_or_default();
+        let json = crate::mixpanel::actions::record::encode(&record.data);
         let refusal = match record.endpoint {
             Endpoint::Import => check_import_properties(record.data.properties(), json.len(), now_ms).err(),
             _ => None,
@@ -94,7 +94,7 @@ impl Packed {
             endpoint: record.endpoint,
             profile,
             refusal,
-            json: Arc::from(json),
+            json,
         }
     }
 

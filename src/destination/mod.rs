@@ -357,7 +357,7 @@ impl Outcome {
                 };
                 for record in records {
                     if record.endpoint == Endpoint::Import {
-                        import.push(Arc::from(serde_json::to_string(&record.data).unwrap_or_default()));
+                        import.push(actions::record::encode(&record.data));
                         if import_events.last() != Some(&event) {
                             import_events.push(event);
                         }

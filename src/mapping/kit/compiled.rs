@@ -43,7 +43,7 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-use plan::PathPlan;
+use plan::{PathPlan, Slots};
 
 /// The members of a resolved object mapping, in order; values borrowed from
 /// the event or the mapping where the result would hold a copy.
@@ -152,15 +152,15 @@ impl CompiledMapping {
         &self.inner.source
     }
 
-    fn slots<'a>(&self, data: &'a Value) -> Vec<Resolved<'a>> {
+    fn slots<'a>(&self, data: &'a Value) -> Slots<'a> {
         if self.inner.plan.is_empty() {
-            Vec::new()
+            Slots::default()
         } else {
             self.inner.plan.run(data)
         }
     }
 
-    fn cx<'a, 's>(&'a self, data: &'a Value, slots: &'s [Resolved<'a>]) -> Cx<'a, 's> {
+    fn cx<'a, 's>(&'a self, data: &'a Value, slots: &'s Slots<'a>) -> Cx<'a, 's> {
         Cx {
             mapping: self.inner.processed.as_ref().unwrap_or(&self.inner.source),
             data: Data::Json(data),
@@ -175,12 +175,12 @@ impl CompiledMapping {
 struct Cx<'a, 's> {
     mapping: &'a Value,
     data: Data<'a>,
-    slots: &'s [Resolved<'a>],
+    slots: &'s Slots<'a>,
 }
 
 impl<'a> Cx<'a, '_> {
     fn slot(&self, slot: usize) -> Resolved<'a> {
-        self.slots.get(slot).cloned().unwrap_or(Resolved::Undef)
+        self.slots.get(slot)
     }
 }
 
@@ -391,7 +391,7 @@ impl Node {
         };
         match self {
             Node::Path(path) => return Ok(tested(&path.get(cx.data))),
-            Node::Slot(slot) => return Ok(tested(cx.slots.get(*slot).unwrap_or(&Resolved::Undef))),
+            Node::Slot(slot) => return Ok(tested(&cx.slot(*slot))),
             _ => {}
         }
         Ok(match self.to_json(cx)? {
@@ -452,7 +452,7 @@ fn map_items(shape: &Node, found: &Resolved<'_>, mapping: &Value) -> Result<Vec<
             .to_json(Cx {
                 mapping,
                 data,
-                slots: &[],
+                slots: &Slots::default(),
             })
             .map(|v| v.unwrap_or(Value::Null))
     };

@@ -6,6 +6,7 @@
 //! SipHash.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::ser::{SerializeMap, Serializer};
@@ -146,6 +147,36 @@ impl Serialize for RecordData {
     }
 }
 
+/// The largest encoding buffer a thread keeps between records.
+const KEPT_BUFFER_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The record's compact JSON, as sent. Encoded in a buffer the thread keeps
+/// (up to [`KEPT_BUFFER_BYTES`]), so a record costs one allocation of its exact
+/// size instead of a growing one and a copy.
+pub fn encode(data: &RecordData) -> Arc<str> {
+    BUFFER.with(|cell| {
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return Arc::from(serde_json::to_string(data).unwrap_or_default());
+        };
+        buf.clear();
+        let text = match serde_json::to_writer(&mut *buf, data) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => std::str::from_utf8(&buf)
+                .map(Arc::from)
+                .unwrap_or_else(|_| Arc::from("")),
+            Err(_) => Arc::from(""),
+        };
+        if buf.capacity() > KEPT_BUFFER_BYTES {
+            *buf = Vec::new();
+        }
+        text
+    })
+}
+
 struct PropsJson<'a>(&'a Props);
 
 impl Serialize for PropsJson<'_> {
@@ -175,7 +206,18 @@ mod tests {
             r#"{"event":"Signed Up","properties":{"time":2,"b\"x":{"n":[1.5,null]}}}"#
         );
         assert_eq!(serde_json::to_string(&event.to_value()).unwrap(), text);
+        assert_eq!(&*encode(&event), text);
         assert_eq!(event.properties().map(|p| p.len()), Some(2));
         assert_eq!(event, RecordData::Json(event.to_value()));
+    }
+
+    #[test]
+    fn encoding_keeps_no_leftovers_between_records_large_or_small() {
+        let big = RecordData::Json(json!({"event": "x".repeat(KEPT_BUFFER_BYTES + 10)}));
+        let small = RecordData::Json(json!({"event": "y"}));
+        for data in [&small, &big, &small, &big] {
+            assert_eq!(&*encode(data), serde_json::to_string(data).unwrap());
+        }
+        BUFFER.with(|cell| assert!(cell.borrow().capacity() <= KEPT_BUFFER_BYTES));
     }
 }

@@ -25,6 +25,53 @@ use super::super::value::{json_truthy, Data, Resolved};
 /// than looking each child up.
 const SCAN_FROM: usize = 4;
 
+/// The values of a plan's paths in one event, 16 bytes a slot: most are
+/// borrowed from the event or `undefined`; the few computed ones are kept aside.
+#[derive(Debug, Default)]
+pub(super) struct Slots<'a> {
+    found: Vec<Found<'a>>,
+    computed: Vec<Resolved<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Found<'a> {
+    Undef,
+    Ref(&'a Value),
+    /// Index into [`Slots::computed`].
+    Computed(usize),
+}
+
+impl<'a> Slots<'a> {
+    /// A slot's value (`undefined` for a slot that does not exist).
+    pub(super) fn get(&self, slot: usize) -> Resolved<'a> {
+        match self.found.get(slot) {
+            Some(Found::Ref(v)) => Resolved::Ref(v),
+            Some(Found::Computed(i)) => self.computed.get(*i).cloned().unwrap_or(Resolved::Undef),
+            Some(Found::Undef) | None => Resolved::Undef,
+        }
+    }
+
+    fn set(&mut self, slot: usize, value: Resolved<'a>) {
+        let found = match value {
+            Resolved::Undef => Found::Undef,
+            Resolved::Ref(v) => Found::Ref(v),
+            other => {
+                self.computed.push(other);
+                Found::Computed(self.computed.len() - 1)
+            }
+        };
+        if let Some(s) = self.found.get_mut(slot) {
+            *s = found;
+        }
+    }
+
+    fn set_ref(&mut self, slot: usize, value: &'a Value) {
+        if let Some(s) = self.found.get_mut(slot) {
+            *s = Found::Ref(value);
+        }
+    }
+}
+
 /// The paths of a mapping, by slot number.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PathPlan {
@@ -82,15 +129,18 @@ impl PathPlan {
     }
 
     /// Every slot's value in `data`.
-    pub(super) fn run<'a>(&self, data: &'a Value) -> Vec<Resolved<'a>> {
-        let mut out = vec![Resolved::Undef; self.paths.len()];
+    pub(super) fn run<'a>(&self, data: &'a Value) -> Slots<'a> {
+        let mut out = Slots {
+            found: vec![Found::Undef; self.paths.len()],
+            computed: Vec::new(),
+        };
         self.visit(&self.root, data, data, &mut out);
         out
     }
 
-    fn visit<'a>(&self, node: &Trie, value: &'a Value, root: &'a Value, out: &mut [Resolved<'a>]) {
+    fn visit<'a>(&self, node: &Trie, value: &'a Value, root: &'a Value, out: &mut Slots<'a>) {
         for &slot in &node.ends {
-            set(out, slot, Resolved::Ref(value));
+            out.set_ref(slot, value);
         }
         if node.children.is_empty() {
             return;
@@ -99,7 +149,7 @@ impl PathPlan {
             // The walk stops at a falsy value and gives it.
             for (_, child) in &node.children {
                 for &slot in &child.below {
-                    set(out, slot, Resolved::Ref(value));
+                    out.set_ref(slot, value);
                 }
             }
             return;
@@ -122,7 +172,7 @@ impl PathPlan {
                 _ => {
                     for &slot in &child.below {
                         if let Some(path) = self.paths.get(slot) {
-                            set(out, slot, path.get(Data::Json(root)));
+                            out.set(slot, path.get(Data::Json(root)));
                         }
                     }
                 }
@@ -145,11 +195,5 @@ impl Trie {
         for (_, child) in &mut self.children {
             child.finish();
         }
-    }
-}
-
-fn set<'a>(out: &mut [Resolved<'a>], slot: usize, value: Resolved<'a>) {
-    if let Some(s) = out.get_mut(slot) {
-        *s = value;
     }
 }
