@@ -106,8 +106,37 @@ fn time_clip(ms: f64) -> Option<i64> {
     Some(ms.trunc() as i64)
 }
 
+/// Timestamps up to this long are remembered by [`dayjs_parse`].
+const REMEMBERED_LEN: usize = 64;
+
+thread_local! {
+    /// The last timestamp parsed on this thread and its value: an event's
+    /// `time` is read twice (validated, then converted), and a purchase's
+    /// products share it.
+    static LAST_PARSED: std::cell::RefCell<(String, Option<i64>)> =
+        const { std::cell::RefCell::new((String::new(), None)) };
+}
+
 /// `dayjs(s)` / `dayjs.utc(s)` for a string (identical with the zone at UTC).
 fn dayjs_parse(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > REMEMBERED_LEN {
+        return dayjs_parse_text(s);
+    }
+    LAST_PARSED.with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            return dayjs_parse_text(s);
+        };
+        if last.0 != s {
+            let value = dayjs_parse_text(s);
+            last.0.clear();
+            last.0.push_str(s);
+            last.1 = value;
+        }
+        last.1
+    })
+}
+
+fn dayjs_parse_text(s: &str) -> Option<i64> {
     if !s.ends_with(['z', 'Z']) {
         if let Some(caps) = DAYJS_PATTERN.captures(s) {
             let field = |i: usize| caps.get(i).map(|m| m.as_str());
@@ -984,6 +1013,24 @@ fn parse_es5_date_time(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_remembered_timestamp_gives_what_a_fresh_parse_gives() {
+        let texts = [
+            "2019-06-19T03:33:22.736Z",
+            "not a date",
+            "2019-06-19T03:33:22.736Z",
+            "2021",
+            "2021",
+            "not a date",
+            "",
+        ];
+        for text in texts.iter().chain(texts.iter().rev()) {
+            assert_eq!(dayjs_parse(text), dayjs_parse_text(text), "{text}");
+        }
+        let long = format!("{}Z", "9".repeat(REMEMBERED_LEN + 1));
+        assert_eq!(dayjs_parse(&long), dayjs_parse_text(&long));
+    }
 
     /// `(timestamp, expected properties.time)` pairs of the published conformance
     /// vectors that use the default `time` mapping (`$.timestamp`).
