@@ -337,11 +337,17 @@ impl Node {
                 }
             }
             Node::Object(members) => {
-                let mut out = Map::with_capacity(members.len());
+                // Sized to the members that are defined (often none: an
+                // object of paths the event does not have).
+                let mut defined = Vec::new();
                 for (key, node) in members.iter() {
                     if let Some(value) = node.to_json(cx).map_err(|e| e.under(key))? {
-                        out.insert(key.clone(), value);
+                        defined.push((key, value));
                     }
+                }
+                let mut out = Map::with_capacity(defined.len());
+                for (key, value) in defined {
+                    out.insert(key.clone(), value);
                 }
                 Ok(Some(Value::Object(out)))
             }
