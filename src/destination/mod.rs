@@ -293,12 +293,16 @@ fn with_context_traits(event: &Value) -> std::borrow::Cow<'_, Value> {
 fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
     // Mappings are validated and compiled when subscriptions are loaded. The
     // payload borrows from the event what needs no coercion.
-    let members = match sub.mapping.resolve_members(event) {
-        Ok(Ok(members)) => members,
+    let mut validator = schema::Validator::new(sub.action.fields(), mode);
+    match sub
+        .mapping
+        .resolve_each(event, |key, value| validator.push(&key, value))
+    {
+        Ok(Ok(())) => {}
         Ok(Err(other)) => return failed(schema::not_an_object(&other).message),
         Err(e) => return failed(e.message),
-    };
-    let payload = match schema::validate_entries(sub.action.fields(), members, mode) {
+    }
+    let payload = match validator.finish() {
         Ok(p) => p,
         Err(e) => return failed(e.message),
     };

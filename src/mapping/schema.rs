@@ -208,55 +208,85 @@ pub fn validate_entries<'a, K: AsRef<str>>(
     input: impl IntoIterator<Item = (K, Cow<'a, Value>)>,
     mode: Mode,
 ) -> Result<Payload<'a>, ValidationError> {
-    // Each value goes to its field's slot (unknown keys are dropped); empty
-    // values are removed. Resolved mappings usually list fields in schema
-    // order, so the scan starts where the previous key was found.
-    let mut slots: Vec<Option<Cow<'a, Value>>> = vec![None; fields.len()];
-    let mut hint = 0;
+    let mut validator = Validator::new(fields, mode);
     for (key, value) in input {
-        let key = key.as_ref();
-        let found = (hint..fields.len())
-            .chain(0..hint)
+        validator.push(key.as_ref(), value);
+    }
+    validator.finish()
+}
+
+/// [`validate_entries`] fed one member at a time, as a mapping resolves them
+/// (no list of members in between).
+pub struct Validator<'a> {
+    fields: &'static [Field],
+    mode: Mode,
+    /// Each field's value (unknown keys are dropped, empty values removed).
+    slots: Vec<Option<Cow<'a, Value>>>,
+    /// Where the next key is looked for first: resolved mappings usually list
+    /// fields in schema order.
+    hint: usize,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(fields: &'static [Field], mode: Mode) -> Validator<'a> {
+        Validator {
+            fields,
+            mode,
+            slots: vec![None; fields.len()],
+            hint: 0,
+        }
+    }
+
+    /// One member of the resolved object (a later equal key replaces it).
+    pub fn push(&mut self, key: &str, value: Cow<'a, Value>) {
+        let fields = self.fields;
+        let found = (self.hint..fields.len())
+            .chain(0..self.hint)
             .find(|&i| fields.get(i).is_some_and(|f| f.key == key));
-        let Some(i) = found else { continue };
-        hint = i + 1;
-        if let (Some(field), Some(slot)) = (fields.get(i), slots.get_mut(i)) {
-            if !is_empty_for(field, &value, mode) {
+        let Some(i) = found else { return };
+        self.hint = i + 1;
+        if let (Some(field), Some(slot)) = (fields.get(i), self.slots.get_mut(i)) {
+            if !is_empty_for(field, &value, self.mode) {
                 *slot = Some(value);
             }
         }
     }
-    let mut errors = Vec::new();
-    for (field, slot) in fields.iter().zip(&slots) {
-        if field.required && slot.is_none() {
-            errors.push(format!("The root value is missing the required field '{}'.", field.key));
+
+    /// The payload, or every problem found.
+    pub fn finish(self) -> Result<Payload<'a>, ValidationError> {
+        let fields = self.fields;
+        let mut errors = Vec::new();
+        for (field, slot) in fields.iter().zip(&self.slots) {
+            if field.required && slot.is_none() {
+                errors.push(format!("The root value is missing the required field '{}'.", field.key));
+            }
         }
-    }
-    let mut out = Payload {
-        entries: Vec::with_capacity(fields.len()),
-    };
-    for (field, slot) in fields.iter().zip(slots) {
-        let Some(value) = slot else { continue };
-        if already_valid(field, &value) {
-            out.entries.push((field.key, value));
-            continue;
-        }
-        // Paths only appear in messages about nested values.
-        let path = if field.multiple || field.ty == FieldType::Object {
-            format!("/{}", field.key)
-        } else {
-            String::new()
+        let mut out = Payload {
+            entries: Vec::with_capacity(fields.len()),
         };
-        if let Some(v) = coerce_field(field, value.into_owned(), &path, Some(field.label), &mut errors) {
-            out.entries.push((field.key, Cow::Owned(v)));
+        for (field, slot) in fields.iter().zip(self.slots) {
+            let Some(value) = slot else { continue };
+            if already_valid(field, &value) {
+                out.entries.push((field.key, value));
+                continue;
+            }
+            // Paths only appear in messages about nested values.
+            let path = if field.multiple || field.ty == FieldType::Object {
+                format!("/{}", field.key)
+            } else {
+                String::new()
+            };
+            if let Some(v) = coerce_field(field, value.into_owned(), &path, Some(field.label), &mut errors) {
+                out.entries.push((field.key, Cow::Owned(v)));
+            }
         }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ValidationError {
-            message: errors.join(" "),
-        })
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(ValidationError {
+                message: errors.join(" "),
+            })
+        }
     }
 }
 

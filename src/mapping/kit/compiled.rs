@@ -120,28 +120,44 @@ impl CompiledMapping {
     /// copy (`Err` holds a result that is not an object). Equal to `resolve`'s
     /// members, with equal errors.
     pub fn resolve_members<'a>(&'a self, data: &'a Value) -> Result<Result<Members<'a>, Value>, MappingError> {
+        let mut out = Vec::new();
+        let resolved = self.resolve_each(data, |key, value| out.push((key, value)))?;
+        Ok(resolved.map(|()| out))
+    }
+
+    /// [`CompiledMapping::resolve_members`], handing each member to `each` as
+    /// it is resolved instead of collecting them (on an error, the members
+    /// before it have been handed over).
+    pub fn resolve_each<'a>(
+        &'a self,
+        data: &'a Value,
+        mut each: impl FnMut(Cow<'a, str>, Cow<'a, Value>),
+    ) -> Result<Result<(), Value>, MappingError> {
         check_data(Data::Json(data))?;
         let slots = self.slots(data);
         let cx = self.cx(data, &slots);
         match &self.inner.root {
             Node::Object(members) => {
-                let mut out = Vec::with_capacity(members.len());
                 for (key, node) in members.iter() {
                     if let Some(value) = node.to_cow(cx).map_err(|e| e.under(key))? {
-                        out.push((Cow::Borrowed(key.as_str()), value));
+                        each(Cow::Borrowed(key.as_str()), value);
                     }
                 }
-                Ok(Ok(out))
+                Ok(Ok(()))
             }
-            Node::Literal(Value::Object(map)) => Ok(Ok(map
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v)))
-                .collect())),
+            Node::Literal(Value::Object(map)) => {
+                for (k, v) in map {
+                    each(Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
+                }
+                Ok(Ok(()))
+            }
             root => match root.to_json(cx)?.unwrap_or(Value::Null) {
-                Value::Object(map) => Ok(Ok(map
-                    .into_iter()
-                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
-                    .collect())),
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        each(Cow::Owned(k), Cow::Owned(v));
+                    }
+                    Ok(Ok(()))
+                }
                 other => Ok(Err(other)),
             },
         }
