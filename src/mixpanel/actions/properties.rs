@@ -324,10 +324,22 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Rec
             Value::String(s) => s,
             other => crate::mixpanel::actions::js_string(&other),
         };
-        let mut inherited = order_props.clone();
-        inherited.retain(|k, _| !ORDER_ONLY_KEYS.contains(&k.as_ref()));
+        // Only what the products inherit is copied (not the order's own
+        // `products`), and the last product takes the copy itself.
+        let mut inherited = props_with_capacity(order_props.len());
+        for (k, v) in order_props
+            .iter()
+            .filter(|(k, _)| !ORDER_ONLY_KEYS.contains(&k.as_ref()))
+        {
+            inherited.insert(k.clone(), v.clone());
+        }
+        let last = products.len().saturating_sub(1);
         for (i, product) in products.iter().enumerate() {
-            let mut props = inherited.clone();
+            let mut props = if i == last {
+                std::mem::take(&mut inherited)
+            } else {
+                inherited.clone()
+            };
             props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
             let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
             props.insert("time".into(), Value::from(time.saturating_sub(offset)));
