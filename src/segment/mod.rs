@@ -7,7 +7,22 @@
 
 pub mod json;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Objects up to this many members are searched by comparing keys, which is
+/// cheaper than hashing the key (SipHash, in `serde_json`'s maps) for small
+/// objects.
+const LINEAR_SEARCH_MAX: usize = 12;
+
+/// An own member of an object, as `map.get(key)` (keys are unique, so any
+/// search finds the same one).
+pub fn member<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= LINEAR_SEARCH_MAX {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
+}
 
 /// A Segment event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

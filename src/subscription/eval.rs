@@ -58,7 +58,7 @@ impl<'a> JsValue<'a> {
             }
         };
         match self {
-            JsValue::Object(map) => match map.get(segment.key.as_str()) {
+            JsValue::Object(map) => match crate::segment::member(map, segment.key.as_str()) {
                 Some(value) => JsValue::from_json(value),
                 None => from_proto(false),
             },
@@ -119,7 +119,7 @@ fn eval_condition(condition: &Condition, event: &Value) -> Result<bool, Thrown> 
     let root = |key: &str| -> Result<JsValue<'_>, Thrown> {
         match event {
             Value::Null => Err(Thrown),
-            Value::Object(map) => Ok(map.get(key).map_or(JsValue::Undefined, JsValue::from_json)),
+            Value::Object(map) => Ok(crate::segment::member(map, key).map_or(JsValue::Undefined, JsValue::from_json)),
             _ => Ok(JsValue::Undefined),
         }
     };

@@ -159,23 +159,10 @@ fn walk<'a, K: AsRef<str>>(data: Data<'a>, keys: &[K]) -> Resolved<'a> {
 
 pub(crate) fn json_child<'a>(v: &'a Value, key: &str) -> Resolved<'a> {
     match v {
-        Value::Object(map) => own_member(map, key).map_or(Resolved::Undef, Resolved::Ref),
+        Value::Object(map) => crate::segment::member(map, key).map_or(Resolved::Undef, Resolved::Ref),
         Value::Array(items) => indexed(key, items.len(), |i| items.get(i).map(Resolved::Ref)),
         Value::String(s) => string_child(s, key),
         _ => Resolved::Undef,
-    }
-}
-
-/// Objects up to this many members are searched by comparing keys, which is
-/// cheaper than hashing the key for small objects.
-const LINEAR_SEARCH_MAX: usize = 12;
-
-/// An own member of an object (keys are unique, so any search finds the same).
-fn own_member<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if map.len() <= LINEAR_SEARCH_MAX {
-        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
-    } else {
-        map.get(key)
     }
 }
 

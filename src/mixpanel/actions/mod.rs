@@ -17,6 +17,7 @@ use crate::mapping::number::{f64_to_json, js_number_from_str};
 use crate::mapping::schema::{Field, Payload};
 use crate::mixpanel::api::Endpoint;
 use crate::mixpanel::Settings;
+use crate::segment::member;
 
 pub use properties::random_insert_id;
 pub use record::RecordData;
@@ -232,14 +233,14 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let created = nullish_or(
-        nullish_or(traits.get("created"), traits.get("createdAt")),
-        traits.get("created_at"),
+        nullish_or(member(traits, "created"), member(traits, "createdAt")),
+        member(traits, "created_at"),
     );
     assign(&mut set, "$created", created);
-    assign(&mut set, "$email", traits.get("email"));
-    assign(&mut set, "$first_name", traits.get("firstName"));
-    assign(&mut set, "$last_name", traits.get("lastName"));
-    let full_name = match (traits.get("firstName"), traits.get("lastName")) {
+    assign(&mut set, "$email", member(traits, "email"));
+    assign(&mut set, "$first_name", member(traits, "firstName"));
+    assign(&mut set, "$last_name", member(traits, "lastName"));
+    let full_name = match (member(traits, "firstName"), member(traits, "lastName")) {
         (first, last) if truthy(first) && truthy(last) => Some(Value::String(format!(
             "{} {}",
             js_string(first.unwrap_or(&Value::Null)),
@@ -247,9 +248,13 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
         ))),
         _ => None,
     };
-    assign(&mut set, "$name", nullish_or(traits.get("name"), full_name.as_ref()));
-    assign(&mut set, "$username", traits.get("username"));
-    assign(&mut set, "$phone", traits.get("phone"));
+    assign(
+        &mut set,
+        "$name",
+        nullish_or(member(traits, "name"), full_name.as_ref()),
+    );
+    assign(&mut set, "$username", member(traits, "username"));
+    assign(&mut set, "$phone", member(traits, "phone"));
 
     let mut data = Map::new();
     data.insert("$token".into(), Value::String(ctx.settings.token().to_owned()));
@@ -274,7 +279,7 @@ fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, A
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         _ => "$group_id".to_owned(),
     };
-    let group_id = match traits.get(&group_key) {
+    let group_id = match member(traits, &group_key) {
         Some(v) if truthy(Some(v)) => Some(v),
         _ => payload.get("group_id"),
     };
@@ -283,10 +288,10 @@ fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, A
         .filter(|(k, _)| !GROUP_SPECIAL_TRAITS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    assign(&mut set, "$name", traits.get("name"));
+    assign(&mut set, "$name", member(traits, "name"));
     let created = nullish_or(
-        nullish_or(traits.get("created"), traits.get("createdAt")),
-        traits.get("created_at"),
+        nullish_or(member(traits, "created"), member(traits, "createdAt")),
+        member(traits, "created_at"),
     );
     assign(&mut set, "$created", created);
 

@@ -9,6 +9,7 @@ use super::record::{props_with_capacity, Props, RecordData};
 use super::{truthy, useragent, Context};
 use crate::mapping::schema::Payload;
 use crate::mapping::time::{to_epoch_ms_number, to_epoch_ms_str};
+use crate::segment::member;
 
 /// Event property keys that a user's `event_properties` may not override.
 const PROTECTED_KEYS: [&str; 7] = [
@@ -241,7 +242,7 @@ fn event_properties(
     }
     let utm = e.utm_properties.and_then(Value::as_object);
     for key in ["utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term"] {
-        put(&mut p, key, utm.and_then(|u| u.get(key)));
+        put(&mut p, key, utm.and_then(|u| member(u, key)));
     }
     put(&mut p, "advertising_id", e.advertising_id);
     put(&mut p, "ad_tracking_enabled", e.ad_tracking_enabled);
@@ -257,7 +258,7 @@ fn event_properties(
         ("uaFullVersion", "$uaFullVersion"),
         ("wow64", "$wow64"),
     ] {
-        put(&mut p, to, ua_data.and_then(|u| u.get(from)));
+        put(&mut p, to, ua_data.and_then(|u| member(u, from)));
     }
     match user_properties {
         Some(Cow::Owned(Value::Object(props))) => {
