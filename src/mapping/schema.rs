@@ -50,7 +50,7 @@ impl<'a> Payload<'a> {
         }
     }
 
-    /// The fields present, in schema order (each key once).
+    /// The fields present, each key once (in schema order until a `remove`).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> + '_ {
         self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
     }
@@ -237,7 +237,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// One member of the resolved object (a later equal key replaces it).
+    /// One member of the resolved object: kept in its field's slot unless it
+    /// is empty for the field (unknown keys are dropped).
     pub fn push(&mut self, key: &str, value: Cow<'a, Value>) {
         let fields = self.fields;
         let found = (self.hint..fields.len())

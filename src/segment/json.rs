@@ -9,12 +9,16 @@
 //! index) as members arrive. Events are mostly objects, so this is most of the
 //! parse's allocation work.
 //!
-//! One difference, on purpose: `serde_json` with its `raw_value` feature reads
-//! an object whose first key is its private raw-value token as the JSON text
-//! of its value; here that object is an object like any other.
+//! With `serde_json`'s `raw_value` feature (on in this build), its parse reads
+//! an object whose first key is the crate's private raw-value token as the JSON
+//! text of that key's value; this parse does the same, so that the value is the
+//! same for every input.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+
+/// `serde_json`'s private raw-value key (`serde_json::raw::TOKEN`).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Members gathered before the first object is built; the stack grows past
 /// it only for events with more members open at once.
@@ -109,7 +113,14 @@ impl<'de> Visitor<'de> for Seed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let start = self.stack.len();
+        let mut first = true;
         while let Some(key) = map.next_key::<String>()? {
+            if first && key == RAW_VALUE_TOKEN {
+                // As serde_json: the value is JSON text, parsed by serde_json.
+                let text = map.next_value_seed(RawText)?;
+                return serde_json::from_str::<Value>(&text).map_err(A::Error::custom);
+            }
+            first = false;
             let value = map.next_value_seed(Seed {
                 stack: &mut *self.stack,
             })?;
@@ -122,6 +133,33 @@ impl<'de> Visitor<'de> for Seed<'_> {
             out.insert(key, value);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// The raw-value token's value: a string, as `serde_json` reads it.
+struct RawText;
+
+impl<'de> DeserializeSeed<'de> for RawText {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<String, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RawText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("raw value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<String, E> {
+        Ok(v)
     }
 }
 
@@ -168,6 +206,13 @@ mod tests {
             "\"\\ud800\"",
             "",
             "nul",
+            // serde_json's raw-value token: only as the first key.
+            r#"{"$serde_json::private::RawValue":"[1,{\"a\":2}]"}"#,
+            r#"{"x":{"$serde_json::private::RawValue":"\"text\""}}"#,
+            r#"{"$serde_json::private::RawValue":1}"#,
+            r#"{"$serde_json::private::RawValue":"[1"}"#,
+            r#"{"$serde_json::private::RawValue":"1","b":2}"#,
+            r#"{"a":1,"$serde_json::private::RawValue":"[1]"}"#,
         ] {
             same_as_serde_json(text).unwrap();
         }

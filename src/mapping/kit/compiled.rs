@@ -312,8 +312,8 @@ struct Tested {
 
 impl Node {
     /// Resolves the node to its final JSON (`None` for `undefined`), like the
-    /// interpreter's `eval(..).into_json()`. `mapping` is the mapping's root, for
-    /// generic nodes.
+    /// interpreter's `eval(..).into_json()`, against `cx` (the data, the
+    /// plan's slots, and the mapping's root for generic nodes).
     fn to_json<'a>(&'a self, cx: Cx<'a, '_>) -> Result<Option<Value>, Fail> {
         let data = cx.data;
         match self {

@@ -11,13 +11,17 @@ use super::super::MAX_VALUE_BYTES;
 use super::plan::PathPlan;
 use super::{Condition, Node, Step, TemplatePiece};
 
+/// Paths with more keys than this keep their own walk: the plan's trie (built,
+/// cloned and dropped recursively) stays as deep as an event can be.
+const MAX_PLAN_KEYS: usize = 64;
+
 impl Node {
     /// Turns the `@path`s that read the data this node is resolved against
     /// into slots of `plan` (not those of `@arrayPath` shapes, which read the
     /// items, nor template placeholders).
     pub(super) fn slotify(&mut self, plan: &mut PathPlan) {
         match self {
-            Node::Path(path) => {
+            Node::Path(path) if path.keys().count() <= MAX_PLAN_KEYS => {
                 let slot = plan.slot(path.clone());
                 *self = Node::Slot(slot);
             }
@@ -34,6 +38,7 @@ impl Node {
             Node::Object(members) => members.iter_mut().for_each(|(_, node)| node.slotify(plan)),
             Node::Array(items) => items.iter_mut().for_each(|node| node.slotify(plan)),
             Node::Literal(_)
+            | Node::Path(_)
             | Node::Slot(_)
             | Node::Template { .. }
             | Node::TemplateText(_)

@@ -4,9 +4,11 @@
 //! The paths form a trie by their keys. The walk visits each object of the
 //! event that some path goes through once; where many paths continue through
 //! one object (`$.context.device.*`, the presets' forty-odd fields), it reads
-//! the object's members once and picks out the ones the paths name, so a
-//! missing member costs nothing and a present one a single hash lookup (of a
-//! table of the mapping's keys, not the sender's).
+//! the object's members once and picks out the ones the paths name: one lookup
+//! per member in a table of the mapping's keys (not the sender's), instead of
+//! one search of the object per path. An object with many more members than
+//! the paths name is searched per path instead, so a sender's large object
+//! costs what the mapping reads, not what the sender sent.
 //!
 //! Each slot gets exactly what [`KeyPath::get`] gives for its path: a falsy
 //! value on the way ends the walk and is the result; arrays and strings are read
@@ -24,6 +26,9 @@ use super::super::value::{json_truthy, Data, Resolved};
 /// From this many children up, a node reads its object's members once rather
 /// than looking each child up.
 const SCAN_FROM: usize = 4;
+/// ... and when its object has at most this many members per child (else each
+/// child is looked up).
+const SCAN_RATIO: usize = 4;
 
 /// The values of a plan's paths in one event, 16 bytes a slot: most are
 /// borrowed from the event or `undefined`; the few computed ones are kept aside.
@@ -154,7 +159,13 @@ impl PathPlan {
             }
             return;
         }
-        if let (Value::Object(map), Some(index)) = (value, &node.index) {
+        let scan = match (value, &node.index) {
+            (Value::Object(map), Some(index)) if map.len() <= SCAN_RATIO.saturating_mul(node.children.len()) => {
+                Some((map, index))
+            }
+            _ => None,
+        };
+        if let Some((map, index)) = scan {
             // Children not found stay `undefined`, as `run` set them.
             for (key, member) in map {
                 if let Some((_, child)) = index.get(key.as_str()).and_then(|&i| node.children.get(i)) {

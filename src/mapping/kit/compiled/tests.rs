@@ -160,6 +160,43 @@ fn sample_event() -> Value {
     })
 }
 
+/// The path plan's limits: an object with many more members than the
+/// mapping names is searched per path, and a path longer than the plan takes
+/// keeps its own walk (no trie that deep); both agree with the interpreter.
+#[test]
+fn path_plan_limits_match_generic() {
+    let mut big = serde_json::Map::new();
+    for i in 0..100 {
+        big.insert(format!("k{i}"), json!(i));
+    }
+    let data = json!({ "a": Value::Object(big.clone()), "b": { "k1": 0, "k2": "" } });
+    let paths: serde_json::Map<String, Value> = (0..6)
+        .flat_map(|i| {
+            [
+                (format!("a{i}"), json!({ "@path": format!("$.a.k{}", i * 50) })),
+                (format!("b{i}"), json!({ "@path": format!("$.b.k{i}.x") })),
+            ]
+        })
+        .collect();
+    let mapping = Value::Object(paths);
+    check(&mapping, &data).unwrap();
+    let compiled = CompiledMapping::compile(&mapping).unwrap();
+    let resolved = compiled.resolve(&data).unwrap();
+    assert_eq!(resolved["a0"], json!(0));
+    assert_eq!(resolved["a1"], json!(50));
+    assert_eq!(resolved["b1"], json!(0), "a falsy value on the way is the result");
+    assert_eq!(resolved["b2"], json!(""));
+    assert!(resolved.get("a2").is_none() && resolved.get("b0").is_none());
+
+    let long = vec!["a"; 20_000].join(".");
+    let mut nested = json!(1);
+    for _ in 0..100 {
+        nested = json!({ "a": nested });
+    }
+    let mapping = json!({ "long": { "@path": long }, "short": { "@path": "a.a" } });
+    check(&mapping, &nested).unwrap();
+}
+
 #[test]
 fn compiled_corner_cases_match_generic() {
     let cases = [
