@@ -59,6 +59,9 @@ pub struct Subscription {
     /// The mapping, validated and compiled once (`mapping.source()` is the JSON).
     pub mapping: CompiledMapping,
     pub enabled: bool,
+    /// Where each of the mapping's root keys is among the action's fields
+    /// (guesses: a stale one only costs a search).
+    positions: Arc<[Option<usize>]>,
 }
 
 /// A subscription that cannot run: its trigger or mapping is invalid.
@@ -89,13 +92,26 @@ impl Subscription {
             return Err(error("mapping must be an object".into()));
         }
         let mapping = CompiledMapping::compile(&config.mapping).map_err(|e| error(format!("invalid mapping: {e}")))?;
-        Ok(Subscription {
-            name: config.name.clone(),
+        Ok(Subscription::new(
+            config.name.clone(),
             trigger,
             action,
             mapping,
-            enabled: config.enabled.unwrap_or(true),
-        })
+            config.enabled.unwrap_or(true),
+        ))
+    }
+
+    /// A subscription of parts already checked.
+    pub fn new(name: String, trigger: Trigger, action: ActionKind, mapping: CompiledMapping, enabled: bool) -> Self {
+        let positions = schema::field_positions(action.fields(), mapping.root_keys()).into();
+        Subscription {
+            name,
+            trigger,
+            action,
+            mapping,
+            enabled,
+            positions,
+        }
     }
 }
 
@@ -108,27 +124,28 @@ pub struct Destination {
 
 /// The result of one subscription on one event.
 #[derive(Clone, Debug, PartialEq)]
-pub enum EventResult {
+pub enum EventResult<'a> {
     /// The records to send, in order (possibly none: e.g. an empty increment).
-    Records(Vec<Record>),
+    Records(Vec<Record<'a>>),
     /// The event failed before anything was sent.
     Failed { status: u16, message: String },
 }
 
 /// What one subscription did with the events it matched.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SubscriptionOutcome {
+pub struct SubscriptionOutcome<'a> {
     /// Index into [`Destination::subscriptions`].
     pub subscription: usize,
     /// `(event index, result)` for every matched event, in event order.
-    pub events: Vec<(usize, EventResult)>,
+    pub events: Vec<(usize, EventResult<'a>)>,
 }
 
-/// The result of running events through a destination.
+/// The result of running events through a destination. Records borrow from
+/// the events and the destination what they send unchanged.
 #[derive(Clone, Debug, PartialEq, Default)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     /// Subscriptions that matched at least one event, in subscription order.
-    pub subscriptions: Vec<SubscriptionOutcome>,
+    pub subscriptions: Vec<SubscriptionOutcome<'a>>,
     /// Indices of the events that no enabled subscription matched.
     pub unmatched: Vec<usize>,
 }
@@ -192,7 +209,7 @@ impl Destination {
     /// Runs `events` through every enabled subscription. In [`Mode::Batch`] the
     /// events are one batch (the reference's batch validation rules apply to the
     /// batching actions); in [`Mode::Single`] each event stands alone.
-    pub fn process(&self, events: &[Value], mode: Mode, now_ms: i64) -> Outcome {
+    pub fn process<'a>(&'a self, events: &'a [Value], mode: Mode, now_ms: i64) -> Outcome<'a> {
         let ctx = Context {
             settings: &self.settings,
             now_ms,
@@ -200,12 +217,17 @@ impl Destination {
         if self.settings.traits_from_context && events.iter().any(needs_context_traits) {
             // Only the events that need it are copied.
             let patched: Vec<std::borrow::Cow<'_, Value>> = events.iter().map(with_context_traits).collect();
-            return self.process_events(&patched, mode, &ctx);
+            return self.process_events(&patched, mode, &ctx).into_owned();
         }
         self.process_events(events, mode, &ctx)
     }
 
-    fn process_events<E: std::borrow::Borrow<Value>>(&self, events: &[E], mode: Mode, ctx: &Context<'_>) -> Outcome {
+    fn process_events<'a, E: std::borrow::Borrow<Value>>(
+        &'a self,
+        events: &'a [E],
+        mode: Mode,
+        ctx: &Context<'_>,
+    ) -> Outcome<'a> {
         let mut outcome = Outcome::default();
         let mut matched_any = vec![false; events.len()];
         for (index, sub) in self.subscriptions.iter().enumerate() {
@@ -290,14 +312,14 @@ fn with_context_traits(event: &Value) -> std::borrow::Cow<'_, Value> {
     std::borrow::Cow::Owned(owned)
 }
 
-fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> EventResult {
+fn run_one<'a>(sub: &'a Subscription, event: &'a Value, mode: Mode, ctx: &Context<'_>) -> EventResult<'a> {
     // Mappings are validated and compiled when subscriptions are loaded. The
     // payload borrows from the event what needs no coercion.
     let mut validator = schema::Validator::new(sub.action.fields(), mode);
-    match sub
-        .mapping
-        .resolve_each(event, |key, value| validator.push(&key, value))
-    {
+    let positions = &sub.positions;
+    match sub.mapping.resolve_each(event, |i, key, value| {
+        validator.push_at(i.and_then(|i| positions.get(i).copied().flatten()), &key, value)
+    }) {
         Ok(Ok(())) => {}
         Ok(Err(other)) => return failed(schema::not_an_object(&other).message),
         Err(e) => return failed(e.message),
@@ -315,7 +337,19 @@ fn run_one(sub: &Subscription, event: &Value, mode: Mode, ctx: &Context<'_>) -> 
     }
 }
 
-fn failed(message: String) -> EventResult {
+impl EventResult<'_> {
+    /// The result with nothing borrowed.
+    pub fn into_owned(self) -> EventResult<'static> {
+        match self {
+            EventResult::Records(records) => {
+                EventResult::Records(records.into_iter().map(Record::into_owned).collect())
+            }
+            EventResult::Failed { status, message } => EventResult::Failed { status, message },
+        }
+    }
+}
+
+fn failed(message: String) -> EventResult<'static> {
     EventResult::Failed { status: 400, message }
 }
 
@@ -328,7 +362,26 @@ pub struct SubscriptionRequest {
     pub request: Request,
 }
 
-impl Outcome {
+impl Outcome<'_> {
+    /// The outcome with nothing borrowed.
+    pub fn into_owned(self) -> Outcome<'static> {
+        Outcome {
+            subscriptions: self
+                .subscriptions
+                .into_iter()
+                .map(|sub| SubscriptionOutcome {
+                    subscription: sub.subscription,
+                    events: sub
+                        .events
+                        .into_iter()
+                        .map(|(i, result)| (i, result.into_owned()))
+                        .collect(),
+                })
+                .collect(),
+            unmatched: self.unmatched,
+        }
+    }
+
     /// The requests the reference sends: per subscription, the `/import` records of
     /// all its events in chunks of `batch_size` (one request per event in single
     /// mode), and every other record as its own form request.

@@ -51,13 +51,7 @@ fn compile_presets() -> Vec<Subscription> {
             // The preset triggers are constants; a unit test proves they parse.
             let trigger = Trigger::parse(subscribe).ok()?;
             let mapping = CompiledMapping::compile(&preset_mapping(name, *action)).ok()?;
-            Some(Subscription {
-                name: (*name).to_owned(),
-                trigger,
-                action: *action,
-                mapping,
-                enabled: true,
-            })
+            Some(Subscription::new((*name).to_owned(), trigger, *action, mapping, true))
         })
         .collect()
 }

@@ -156,3 +156,31 @@ fn templates_that_can_never_render_are_refused_at_load() {
     let (loaded, lenient_errors) = load_subscriptions_lenient(&configs);
     assert_eq!((loaded.len(), lenient_errors.len()), (3, 0));
 }
+
+/// With `traits_from_context`, a batch that needs its traits patched runs on
+/// copies of the events: the records (borrowing from the copies) are made
+/// owned, and equal those of the events run as they are.
+#[test]
+fn patched_events_give_the_same_track_records() {
+    let mut settings = Settings::new("tok");
+    settings.traits_from_context = true;
+    let d = Destination::with_presets(settings);
+    let mut t = track("A", "1");
+    t["properties"] = json!({"plan": "pro", "nested": {"a": [1, 2]}});
+    t["context"] = json!({"ip": "1.2.3.4", "userAgent": "curl/8"});
+    let identify = json!({"type": "identify", "userId": "u", "messageId": "2",
+        "context": {"traits": {"email": "a@example.com"}}});
+    let patched = [t.clone(), identify];
+    let alone = [t];
+    let requests = |events: &[Value]| {
+        d.process(events, Mode::Single, 0)
+            .into_requests(&d, Mode::Single, false)
+            .into_iter()
+            .map(|r| (r.request.endpoint, r.request.body.encode()))
+            .collect::<Vec<_>>()
+    };
+    let (with, without) = (requests(&patched), requests(&alone));
+    assert_eq!(with.first(), without.first());
+    assert!(with.len() > without.len(), "the identify sends records of its own");
+    assert!(with.iter().any(|(endpoint, _)| *endpoint == Endpoint::Engage));
+}

@@ -37,6 +37,12 @@ impl<'a> Payload<'a> {
         self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_ref())
     }
 
+    /// A field's value as the payload holds it: borrowed from the event (or
+    /// the mapping) when it was not coerced.
+    pub fn get_cow(&self, key: &str) -> Option<&Cow<'a, Value>> {
+        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
     /// Takes a field's value out.
     pub fn remove(&mut self, key: &str) -> Option<Cow<'a, Value>> {
         let i = self.entries.iter().position(|(k, _)| *k == key)?;
@@ -53,6 +59,11 @@ impl<'a> Payload<'a> {
     /// The fields present, each key once (in schema order until a `remove`).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> + '_ {
         self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
+    }
+
+    /// [`Payload::iter`], with the values as the payload holds them.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &Cow<'a, Value>)> + '_ {
+        self.entries.iter().map(|(k, v)| (*k, v))
     }
 
     pub fn len(&self) -> usize {
@@ -215,6 +226,14 @@ pub fn validate_entries<'a, K: AsRef<str>>(
     validator.finish()
 }
 
+/// For each of `keys`, the index of its field in `fields` (`None` for a key
+/// that is no field): the guesses [`Validator::push_at`] takes.
+pub fn field_positions<'k>(fields: &[Field], keys: impl IntoIterator<Item = &'k str>) -> Box<[Option<usize>]> {
+    keys.into_iter()
+        .map(|key| fields.iter().position(|f| f.key == key))
+        .collect()
+}
+
 /// [`validate_entries`] fed one member at a time, as a mapping resolves them
 /// (no list of members in between).
 pub struct Validator<'a> {
@@ -244,9 +263,24 @@ impl<'a> Validator<'a> {
         let found = (self.hint..fields.len())
             .chain(0..self.hint)
             .find(|&i| fields.get(i).is_some_and(|f| f.key == key));
-        let Some(i) = found else { return };
+        if let Some(i) = found {
+            self.store(i, value);
+        }
+    }
+
+    /// [`Validator::push`] with where the key is expected among the fields
+    /// (see [`field_positions`]); a wrong or missing guess is searched for.
+    pub fn push_at(&mut self, guess: Option<usize>, key: &str, value: Cow<'a, Value>) {
+        let i = match guess {
+            Some(i) if self.fields.get(i).is_some_and(|f| f.key == key) => i,
+            _ => return self.push(key, value),
+        };
+        self.store(i, value);
+    }
+
+    fn store(&mut self, i: usize, value: Cow<'a, Value>) {
         self.hint = i + 1;
-        if let (Some(field), Some(slot)) = (fields.get(i), self.slots.get_mut(i)) {
+        if let (Some(field), Some(slot)) = (self.fields.get(i), self.slots.get_mut(i)) {
             if !is_empty_for(field, &value, self.mode) {
                 *slot = Some(value);
             }

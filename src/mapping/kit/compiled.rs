@@ -125,45 +125,57 @@ impl CompiledMapping {
     /// members, with equal errors.
     pub fn resolve_members<'a>(&'a self, data: &'a Value) -> Result<Result<Members<'a>, Value>, MappingError> {
         let mut out = Vec::new();
-        let resolved = self.resolve_each(data, |key, value| out.push((key, value)))?;
+        let resolved = self.resolve_each(data, |_, key, value| out.push((key, value)))?;
         Ok(resolved.map(|()| out))
     }
 
     /// [`CompiledMapping::resolve_members`], handing each member to `each` as
     /// it is resolved instead of collecting them (on an error, the members
-    /// before it have been handed over).
+    /// before it have been handed over). `each` also gets the member's
+    /// position among [`CompiledMapping::root_keys`] (`None` when the result's
+    /// members are only known once resolved).
     pub fn resolve_each<'a>(
         &'a self,
         data: &'a Value,
-        mut each: impl FnMut(Cow<'a, str>, Cow<'a, Value>),
+        mut each: impl FnMut(Option<usize>, Cow<'a, str>, Cow<'a, Value>),
     ) -> Result<Result<(), Value>, MappingError> {
         check_data(Data::Json(data))?;
         let slots = self.slots(data);
         let cx = self.cx(data, &slots);
         match &self.inner.root {
             Node::Object(members) => {
-                for (key, node) in members.iter() {
+                for (i, (key, node)) in members.iter().enumerate() {
                     if let Some(value) = node.to_cow(cx).map_err(|e| e.under(key))? {
-                        each(Cow::Borrowed(key.as_str()), value);
+                        each(Some(i), Cow::Borrowed(key.as_str()), value);
                     }
                 }
                 Ok(Ok(()))
             }
             Node::Literal(Value::Object(map)) => {
-                for (k, v) in map {
-                    each(Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
+                for (i, (k, v)) in map.iter().enumerate() {
+                    each(Some(i), Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
                 }
                 Ok(Ok(()))
             }
             root => match root.to_json(cx)?.unwrap_or(Value::Null) {
                 Value::Object(map) => {
                     for (k, v) in map {
-                        each(Cow::Owned(k), Cow::Owned(v));
+                        each(None, Cow::Owned(k), Cow::Owned(v));
                     }
                     Ok(Ok(()))
                 }
                 other => Ok(Err(other)),
             },
+        }
+    }
+
+    /// The keys of the resolved object's members when the mapping states
+    /// them (a plain object at its root), in order; empty otherwise.
+    pub fn root_keys(&self) -> Vec<&str> {
+        match &self.inner.root {
+            Node::Object(members) => members.iter().map(|(k, _)| k.as_str()).collect(),
+            Node::Literal(Value::Object(map)) => map.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -92,9 +92,19 @@ impl ActionKind {
 /// One Mixpanel record: an event for `/import` or `/track`, an update for
 /// `/engage` or `/groups`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Record {
+pub struct Record<'a> {
     pub endpoint: Endpoint,
-    pub data: RecordData,
+    pub data: RecordData<'a>,
+}
+
+impl Record<'_> {
+    /// The record with nothing borrowed.
+    pub fn into_owned(self) -> Record<'static> {
+        Record {
+            endpoint: self.endpoint,
+            data: self.data.into_owned(),
+        }
+    }
 }
 
 /// What an action may depend on besides its payload.
@@ -123,7 +133,7 @@ impl ActionError {
 }
 
 /// Runs an action on a validated payload.
-pub fn perform(kind: ActionKind, payload: Payload, ctx: &Context<'_>) -> Result<Vec<Record>, ActionError> {
+pub fn perform<'a>(kind: ActionKind, payload: Payload<'a>, ctx: &Context<'_>) -> Result<Vec<Record<'a>>, ActionError> {
     let payload_ref = &payload;
     match kind {
         ActionKind::TrackEvent => Ok(vec![Record {
@@ -206,7 +216,7 @@ const IDENTIFY_SPECIAL_TRAITS: [&str; 9] = [
     "phone",
 ];
 
-fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
+fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record<'static>> {
     let mut records = Vec::with_capacity(2);
     let anonymous_id = payload.get("anonymous_id");
     if truthy(anonymous_id) {
@@ -270,7 +280,7 @@ fn identify_user(payload: &Payload, ctx: &Context<'_>) -> Vec<Record> {
 
 const GROUP_SPECIAL_TRAITS: [&str; 4] = ["created", "createdAt", "created_at", "name"];
 
-fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, ActionError> {
+fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record<'static>, ActionError> {
     let traits = match payload.get("traits") {
         Some(Value::Object(t)) => t,
         _ => return Err(ActionError::bad_request("\"traits\" is a required field")),
@@ -306,7 +316,7 @@ fn group_identify_user(payload: &Payload, ctx: &Context<'_>) -> Result<Record, A
     })
 }
 
-fn alias(payload: &Payload, ctx: &Context<'_>) -> Record {
+fn alias(payload: &Payload, ctx: &Context<'_>) -> Record<'static> {
     let mut props = Map::new();
     put(&mut props, "distinct_id", payload.get("distinct_id"));
     put(&mut props, "alias", payload.get("alias"));
@@ -324,7 +334,7 @@ fn alias(payload: &Payload, ctx: &Context<'_>) -> Record {
 /// Mixpanel's limit on keys in one `$add`.
 pub const MAX_INCREMENT_KEYS: usize = 20;
 
-fn increment_properties(payload: &Payload, ctx: &Context<'_>) -> Result<Vec<Record>, ActionError> {
+fn increment_properties(payload: &Payload, ctx: &Context<'_>) -> Result<Vec<Record<'static>>, ActionError> {
     let increment = match payload.get("increment") {
         Some(Value::Object(map)) if !map.is_empty() => map,
         _ => return Ok(Vec::new()),

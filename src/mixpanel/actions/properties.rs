@@ -2,6 +2,7 @@
 //! shared event fields, in the reference's order.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use serde_json::Value;
 
@@ -60,24 +61,24 @@ pub fn valid_insert_id(id: &str) -> bool {
 /// of its text, so a retry or a replay of the event gets the same id.
 /// Mixpanel deduplicates on event, time, `distinct_id` and `$insert_id`
 /// together, so equal ids of different events are harmless.
-fn sent_insert_id(id: Value, ctx: &Context<'_>) -> Value {
+fn sent_insert_id<'a>(id: Cow<'a, Value>, ctx: &Context<'_>) -> Cow<'a, Value> {
     if !ctx.settings.repair_insert_ids {
         return id;
     }
-    if let Value::String(s) = &id {
+    if let Value::String(s) = &*id {
         if valid_insert_id(s) {
             return id;
         }
     }
-    let text = match &id {
+    let text = match &*id {
         Value::String(s) => s.clone(),
         other => crate::mixpanel::actions::js_string(other),
     };
-    Value::String(
+    Cow::Owned(Value::String(
         uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes())
             .hyphenated()
             .to_string(),
-    )
+    ))
 }
 
 /// The event time in ms: the `time` field when it is set and parses, else now.
@@ -92,30 +93,51 @@ fn event_time(payload: &Payload, now_ms: i64) -> i64 {
     }
 }
 
-fn text(s: &str) -> Value {
-    Value::String(s.to_owned())
+fn text<'a>(s: &str) -> Cow<'a, Value> {
+    Cow::Owned(Value::String(s.to_owned()))
+}
+
+/// Another handle on a payload value: the same borrow, or a copy of a value
+/// the payload owns (one it coerced).
+fn share<'a>(value: &Cow<'a, Value>) -> Cow<'a, Value> {
+    match value {
+        Cow::Borrowed(v) => Cow::Borrowed(*v),
+        Cow::Owned(v) => Cow::Owned(v.clone()),
+    }
+}
+
+/// The member `key` of a payload value that is an object.
+fn member_of<'a>(value: Option<&Cow<'a, Value>>, key: &str) -> Option<Cow<'a, Value>> {
+    match value? {
+        Cow::Borrowed(v) => v.as_object().and_then(|m| member(m, key)).map(Cow::Borrowed),
+        Cow::Owned(v) => v.as_object().and_then(|m| member(m, key)).cloned().map(Cow::Owned),
+    }
 }
 
 /// Inserts `key` only when the value is defined (JSON.stringify drops undefined).
-fn put(props: &mut Props, key: &'static str, value: Option<&Value>) {
+fn put<'a>(props: &mut Props<'a>, key: &'static str, value: Option<&Cow<'a, Value>>) {
     if let Some(v) = value {
-        props.insert(Cow::Borrowed(key), v.clone());
+        props.insert(Cow::Borrowed(key), share(v));
     }
 }
+
+/// The values of `$source`: constants, borrowed by every event.
+static SOURCE_SEGMENT: LazyLock<Value> = LazyLock::new(|| Value::String("segment".into()));
+static SOURCE_ITERABLE: LazyLock<Value> = LazyLock::new(|| Value::String("Iterable".into()));
 
 /// Declares [`EventFields`]: the payload fields the event properties read,
 /// found in one pass over the payload instead of one search per property.
 macro_rules! event_fields {
     ($($name:ident: $key:literal,)*) => {
         #[derive(Default)]
-        struct EventFields<'p> {
-            $($name: Option<&'p Value>,)*
+        struct EventFields<'p, 'a> {
+            $($name: Option<&'p Cow<'a, Value>>,)*
         }
 
-        impl<'p> EventFields<'p> {
-            fn of(payload: &'p Payload<'_>) -> EventFields<'p> {
+        impl<'p, 'a> EventFields<'p, 'a> {
+            fn of(payload: &'p Payload<'a>) -> EventFields<'p, 'a> {
                 let mut fields = EventFields::default();
-                for (key, value) in payload.iter() {
+                for (key, value) in payload.entries() {
                     let slot = match key {
                         $($key => &mut fields.$name,)*
                         _ => continue,
@@ -171,29 +193,32 @@ event_fields! {
 
 /// The properties of the Mixpanel event (SPEC section 3), with `time` = `time_ms`
 /// and `$insert_id` = `insert_id`.
-fn event_properties(
-    payload: &Payload,
-    user_properties: Option<Cow<'_, Value>>,
+fn event_properties<'a>(
+    payload: &Payload<'a>,
+    user_properties: Option<Cow<'a, Value>>,
     ctx: &Context<'_>,
     time_ms: i64,
-    insert_id: Value,
-) -> Props {
+    insert_id: Cow<'a, Value>,
+) -> Props<'a> {
     let e = EventFields::of(payload);
     let mut p = props_with_capacity(64);
-    p.insert("time".into(), Value::from(time_ms));
+    p.insert("time".into(), Cow::Owned(Value::from(time_ms)));
     put(&mut p, "ip", e.ip);
     put(&mut p, "id", e.distinct_id);
     put(&mut p, "$anon_id", e.anonymous_id);
-    p.insert("distinct_id".into(), e.distinct_id.cloned().unwrap_or_else(|| text("")));
+    p.insert(
+        "distinct_id".into(),
+        e.distinct_id.map(share).unwrap_or_else(|| text("")),
+    );
     put(&mut p, "$app_build_number", e.app_build);
     put(&mut p, "$app_version_string", e.app_version);
     put(&mut p, "$app_namespace", e.app_namespace);
     put(&mut p, "$app_name", e.app_name);
-    if let Some(Value::String(ua)) = e.user_agent.filter(|v| truthy(Some(v))) {
+    if let Some(Value::String(ua)) = e.user_agent.map(|v| &**v).filter(|v| truthy(Some(v))) {
         let browser = useragent::browser(ua);
         p.insert("$browser".into(), text(browser));
         if let Some(version) = useragent::browser_version(ua, browser) {
-            p.insert("$browser_version".into(), Value::String(version));
+            p.insert("$browser_version".into(), Cow::Owned(Value::String(version)));
         }
     }
     put(&mut p, "$bluetooth_enabled", e.bluetooth);
@@ -224,32 +249,34 @@ fn event_properties(
         .and_then(|i| i.get("name"))
         .and_then(Value::as_str)
         == Some("Iterable");
-    p.insert("$source".into(), text(if iterable { "Iterable" } else { "segment" }));
+    let source: &'static Value = if iterable { &SOURCE_ITERABLE } else { &SOURCE_SEGMENT };
+    p.insert("$source".into(), Cow::Borrowed(source));
     put(&mut p, "$user_id", e.user_id);
     put(&mut p, "$wifi_enabled", e.wifi);
     put(&mut p, "mp_country_code", e.country);
-    match e.library_name {
+    match e.library_name.map(|v| &**v) {
         Some(Value::String(name)) if !name.is_empty() => {
-            p.insert("mp_lib".into(), Value::String(format!("Segment Actions: {name}")));
+            p.insert(
+                "mp_lib".into(),
+                Cow::Owned(Value::String(format!("Segment Actions: {name}"))),
+            );
         }
-        Some(falsy) => {
-            p.insert("mp_lib".into(), falsy.clone());
-        }
+        Some(_) => put(&mut p, "mp_lib", e.library_name),
         None => {}
     }
     if let Some(name) = &ctx.settings.source_name {
         p.insert("segment_source_name".into(), text(name));
     }
-    let utm = e.utm_properties.and_then(Value::as_object);
+    let utm = e.utm_properties.filter(|u| u.is_object());
     for key in ["utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term"] {
-        put(&mut p, key, utm.and_then(|u| member(u, key)));
+        put(&mut p, key, member_of(utm, key).as_ref());
     }
     put(&mut p, "advertising_id", e.advertising_id);
     put(&mut p, "ad_tracking_enabled", e.ad_tracking_enabled);
     put(&mut p, "timezone", e.timezone);
     put(&mut p, "app_platform", e.app_platform);
     put(&mut p, "event_original_name", e.name);
-    let ua_data = e.user_agent_data.and_then(Value::as_object);
+    let ua_data = e.user_agent_data.filter(|u| u.is_object());
     for (from, to) in [
         ("mobile", "$mobile"),
         ("platform", "$platform"),
@@ -258,20 +285,20 @@ fn event_properties(
         ("uaFullVersion", "$uaFullVersion"),
         ("wow64", "$wow64"),
     ] {
-        put(&mut p, to, ua_data.and_then(|u| member(u, from)));
+        put(&mut p, to, member_of(ua_data, from).as_ref());
     }
     match user_properties {
         Some(Cow::Owned(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(Cow::Owned(key), value);
+                    p.insert(Cow::Owned(key), Cow::Owned(value));
                 }
             }
         }
         Some(Cow::Borrowed(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(Cow::Owned(key.clone()), value.clone());
+                    p.insert(Cow::Borrowed(key.as_str()), Cow::Borrowed(value));
                 }
             }
         }
@@ -280,16 +307,16 @@ fn event_properties(
     p
 }
 
-fn mixpanel_event(name: Value, properties: Props) -> RecordData {
+fn mixpanel_event<'a>(name: Cow<'a, Value>, properties: Props<'a>) -> RecordData<'a> {
     RecordData::Event { name, properties }
 }
 
-fn event_name(payload: &Payload) -> Value {
-    payload.get("event").cloned().unwrap_or(Value::Null)
+fn event_name<'a>(payload: &Payload<'a>) -> Cow<'a, Value> {
+    payload.get_cow("event").map(share).unwrap_or(Cow::Owned(Value::Null))
 }
 
 /// trackEvent: one Mixpanel event.
-pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> RecordData {
+pub(super) fn track_event<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) -> RecordData<'a> {
     let time = event_time(&payload, ctx.now_ms);
     let insert_id = sent_insert_id(insert_id_or_random(&payload, 0), ctx);
     let user_properties = payload.remove("event_properties");
@@ -299,31 +326,37 @@ pub(super) fn track_event(mut payload: Payload, ctx: &Context<'_>) -> RecordData
     )
 }
 
-fn insert_id_or_random(payload: &Payload, prefix_len: usize) -> Value {
-    match payload.get("insert_id") {
-        Some(v) if !v.is_null() => v.clone(),
-        _ => Value::String(random_insert_id(prefix_len)),
+fn insert_id_or_random<'a>(payload: &Payload<'a>, prefix_len: usize) -> Cow<'a, Value> {
+    match payload.get_cow("insert_id") {
+        Some(v) if !v.is_null() => share(v),
+        _ => Cow::Owned(Value::String(random_insert_id(prefix_len))),
     }
 }
 
 /// trackPurchase: the order event, then one "Product Purchased" per product when
 /// `generatePurchaseEventPerProduct` is on.
-pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<RecordData> {
+pub(super) fn track_purchase<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) -> Vec<RecordData<'a>> {
     let payload = &mut payload;
     let time = event_time(payload, ctx.now_ms);
     let user_properties = payload.remove("event_properties");
     let order_id = sent_insert_id(insert_id_or_random(payload, 0), ctx);
     let order_props = event_properties(payload, user_properties, ctx, time, order_id);
-    let products = match payload.get("products") {
-        Some(Value::Array(items)) if truthy(payload.get("generatePurchaseEventPerProduct")) => items.as_slice(),
-        _ => &[],
+    let per_product = truthy(payload.get("generatePurchaseEventPerProduct"));
+    let products = match payload.get_cow("products") {
+        Some(Cow::Borrowed(Value::Array(items))) if per_product => Products::Borrowed(items.as_slice()),
+        Some(Cow::Owned(Value::Array(items))) if per_product && !items.is_empty() => match payload.remove("products") {
+            Some(Cow::Owned(Value::Array(items))) => Products::Owned(items),
+            _ => Products::Borrowed(&[]),
+        },
+        _ => Products::Borrowed(&[]),
     };
-    let mut events = Vec::with_capacity(1 + products.len());
-    if !products.is_empty() {
-        let digits = products.len().saturating_sub(1).to_string().len();
-        let base_id = match insert_id_or_random(payload, digits) {
-            Value::String(s) => s,
-            other => crate::mixpanel::actions::js_string(&other),
+    let count = products.len();
+    let mut events = Vec::with_capacity(1 + count);
+    if count > 0 {
+        let digits = count.saturating_sub(1).to_string().len();
+        let base_id = match &*insert_id_or_random(payload, digits) {
+            Value::String(s) => s.clone(),
+            other => crate::mixpanel::actions::js_string(other),
         };
         // Only what the products inherit is copied (not the order's own
         // `products`), and the last product takes the copy itself.
@@ -334,31 +367,82 @@ pub(super) fn track_purchase(mut payload: Payload, ctx: &Context<'_>) -> Vec<Rec
         {
             inherited.insert(k.clone(), v.clone());
         }
-        let last = products.len().saturating_sub(1);
-        for (i, product) in products.iter().enumerate() {
+        let last = count.saturating_sub(1);
+        let mut product_event = |i: usize, fields: ProductFields<'a>| {
             let mut props = if i == last {
                 std::mem::take(&mut inherited)
             } else {
                 inherited.clone()
             };
-            props.insert("$insert_id".into(), Value::String(format!("{i}{base_id}")));
+            props.insert("$insert_id".into(), Cow::Owned(Value::String(format!("{i}{base_id}"))));
             let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
-            props.insert("time".into(), Value::from(time.saturating_sub(offset)));
-            if let Value::Object(fields) = product {
-                for (k, v) in fields {
-                    props.insert(Cow::Owned(k.clone()), v.clone());
+            props.insert("time".into(), Cow::Owned(Value::from(time.saturating_sub(offset))));
+            match fields {
+                ProductFields::Borrowed(fields) => {
+                    for (k, v) in fields {
+                        props.insert(Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
+                    }
                 }
+                ProductFields::Owned(fields) => {
+                    for (k, v) in fields {
+                        props.insert(Cow::Owned(k), Cow::Owned(v));
+                    }
+                }
+                ProductFields::None => {}
             }
             // The repair looks at the id as sent: after the index prefix, or
             // the product's own `$insert_id` (its keys override).
             if ctx.settings.repair_insert_ids {
                 if let Some(id) = props.get_mut("$insert_id") {
-                    *id = sent_insert_id(std::mem::take(id), ctx);
+                    *id = sent_insert_id(std::mem::replace(id, Cow::Owned(Value::Null)), ctx);
                 }
             }
-            events.push(mixpanel_event(text("Product Purchased"), props));
+            mixpanel_event(text("Product Purchased"), props)
+        };
+        match products {
+            Products::Borrowed(items) => {
+                for (i, product) in items.iter().enumerate() {
+                    let fields = match product {
+                        Value::Object(fields) => ProductFields::Borrowed(fields),
+                        _ => ProductFields::None,
+                    };
+                    events.push(product_event(i, fields));
+                }
+            }
+            Products::Owned(items) => {
+                for (i, product) in items.into_iter().enumerate() {
+                    let fields = match product {
+                        Value::Object(fields) => ProductFields::Owned(fields),
+                        _ => ProductFields::None,
+                    };
+                    events.push(product_event(i, fields));
+                }
+            }
         }
     }
     events.insert(0, mixpanel_event(event_name(payload), order_props));
     events
+}
+
+/// The order's products: borrowed from the event, or the payload's coerced copy
+/// (taken out of it, so product fields move instead of being copied).
+enum Products<'a> {
+    Borrowed(&'a [Value]),
+    Owned(Vec<Value>),
+}
+
+impl Products<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Products::Borrowed(items) => items.len(),
+            Products::Owned(items) => items.len(),
+        }
+    }
+}
+
+/// One product's own fields (a product that is not an object has none).
+enum ProductFields<'a> {
+    Borrowed(&'a serde_json::Map<String, Value>),
+    Owned(serde_json::Map<String, Value>),
+    None,
 }

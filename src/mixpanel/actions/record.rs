@@ -1,9 +1,10 @@
 //! A record's data as the actions build it: any JSON, or a Mixpanel event kept
 //! as its name and an ordered property map. Events are most of the traffic and
-//! carry about sixty properties: building them as [`Props`] (static keys, a fast
-//! hash) and serializing that straight to JSON costs no key allocation and no
-//! second tree, where a `serde_json::Map` allocates every key and hashes it with
-//! SipHash.
+//! carry about sixty properties: building them as [`Props`] (keys and values
+//! borrowed from the event where they are its own, a fast hash) and serializing
+//! that straight to JSON costs no copy of the event's strings and no second
+//! tree, where a `serde_json::Map` copies every key and value and hashes each
+//! key with SipHash.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,33 +17,35 @@ use serde_json::{Map, Value};
 /// An event's properties in insertion order, with `serde_json::Map`'s
 /// semantics (inserting a present key replaces its value in place). Keys
 /// are hashed with foldhash's per-process random seed: they come from senders.
-pub type Props = IndexMap<Cow<'static, str>, Value, foldhash::fast::RandomState>;
+/// Keys and values are borrowed from the event (or the mapping) when they are
+/// copied from it unchanged.
+pub type Props<'a> = IndexMap<Cow<'a, str>, Cow<'a, Value>, foldhash::fast::RandomState>;
 
 /// An empty [`Props`] with room for `capacity` properties.
-pub fn props_with_capacity(capacity: usize) -> Props {
+pub fn props_with_capacity<'a>(capacity: usize) -> Props<'a> {
     IndexMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
 }
 
 /// What a record sends: serialized as the JSON object it stands for.
 #[derive(Clone, Debug)]
-pub enum RecordData {
+pub enum RecordData<'a> {
     Json(Value),
     /// `{"event": name, "properties": {...}}`.
     Event {
-        name: Value,
-        properties: Props,
+        name: Cow<'a, Value>,
+        properties: Props<'a>,
     },
 }
 
-impl From<Value> for RecordData {
-    fn from(value: Value) -> RecordData {
+impl From<Value> for RecordData<'_> {
+    fn from(value: Value) -> Self {
         RecordData::Json(value)
     }
 }
 
-impl PartialEq for RecordData {
+impl PartialEq for RecordData<'_> {
     /// Equal when they serialize alike (property order included).
-    fn eq(&self, other: &RecordData) -> bool {
+    fn eq(&self, other: &RecordData<'_>) -> bool {
         match (self, other) {
             (RecordData::Json(a), RecordData::Json(b)) => a == b,
             (
@@ -57,7 +60,7 @@ impl PartialEq for RecordData {
     }
 }
 
-impl RecordData {
+impl<'a> RecordData<'a> {
     /// The record as a JSON value (for people to read, and tests).
     pub fn to_value(&self) -> Value {
         match self {
@@ -71,12 +74,29 @@ impl RecordData {
         match self {
             RecordData::Json(v) => v,
             RecordData::Event { name, properties } => {
-                let properties: Map<String, Value> = properties.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+                let properties: Map<String, Value> = properties
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
                 let mut event = Map::with_capacity(2);
-                event.insert("event".into(), name);
+                event.insert("event".into(), name.into_owned());
                 event.insert("properties".into(), Value::Object(properties));
                 Value::Object(event)
             }
+        }
+    }
+
+    /// The record with nothing borrowed.
+    pub fn into_owned(self) -> RecordData<'static> {
+        match self {
+            RecordData::Json(v) => RecordData::Json(v),
+            RecordData::Event { name, properties } => RecordData::Event {
+                name: Cow::Owned(name.into_owned()),
+                properties: properties
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                    .collect(),
+            },
         }
     }
 
@@ -102,7 +122,7 @@ impl RecordData {
 #[derive(Clone, Copy, Debug)]
 pub enum PropertiesView<'a> {
     Json(&'a Map<String, Value>),
-    Props(&'a Props),
+    Props(&'a Props<'a>),
 }
 
 impl<'a> PropertiesView<'a> {
@@ -120,7 +140,7 @@ impl<'a> PropertiesView<'a> {
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         match self {
             PropertiesView::Json(m) => m.get(key),
-            PropertiesView::Props(p) => p.get(key),
+            PropertiesView::Props(p) => p.get(key).map(|v| &**v),
         }
     }
 
@@ -128,12 +148,12 @@ impl<'a> PropertiesView<'a> {
     pub fn values(&self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
         match *self {
             PropertiesView::Json(m) => Box::new(m.values()),
-            PropertiesView::Props(p) => Box::new(p.values()),
+            PropertiesView::Props(p) => Box::new(p.values().map(|v| &**v)),
         }
     }
 }
 
-impl Serialize for RecordData {
+impl Serialize for RecordData<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             RecordData::Json(v) => v.serialize(serializer),
@@ -157,7 +177,7 @@ thread_local! {
 /// The record's compact JSON, as sent. Encoded in a buffer the thread keeps
 /// (up to [`KEPT_BUFFER_BYTES`]), so a record costs one allocation of its exact
 /// size instead of a growing one and a copy.
-pub fn encode(data: &RecordData) -> Arc<str> {
+pub fn encode(data: &RecordData<'_>) -> Arc<str> {
     BUFFER.with(|cell| {
         let Ok(mut buf) = cell.try_borrow_mut() else {
             return Arc::from(serde_json::to_string(data).unwrap_or_default());
@@ -177,11 +197,11 @@ pub fn encode(data: &RecordData) -> Arc<str> {
     })
 }
 
-struct PropsJson<'a>(&'a Props);
+struct PropsJson<'p, 'a>(&'p Props<'a>);
 
-impl Serialize for PropsJson<'_> {
+impl Serialize for PropsJson<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v)))
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 }
 
@@ -193,11 +213,12 @@ mod tests {
     #[test]
     fn events_serialize_as_the_json_they_stand_for() {
         let mut properties = props_with_capacity(4);
-        properties.insert("time".into(), json!(1));
-        properties.insert(Cow::Owned("b\"x".to_owned()), json!({"n": [1.5, null]}));
-        properties.insert("time".into(), json!(2));
+        let nested = json!({"n": [1.5, null]});
+        properties.insert("time".into(), Cow::Owned(json!(1)));
+        properties.insert(Cow::Owned("b\"x".to_owned()), Cow::Borrowed(&nested));
+        properties.insert("time".into(), Cow::Owned(json!(2)));
         let event = RecordData::Event {
-            name: json!("Signed Up"),
+            name: Cow::Owned(json!("Signed Up")),
             properties,
         };
         let text = serde_json::to_string(&event).unwrap();

@@ -13,7 +13,7 @@ fn settings() -> Settings {
     s
 }
 
-fn run(kind: ActionKind, v: Value) -> Result<Vec<Record>, ActionError> {
+fn run(kind: ActionKind, v: Value) -> Result<Vec<Record<'static>>, ActionError> {
     let s = settings();
     perform(
         kind,
@@ -194,4 +194,57 @@ fn action_names_round_trip() {
         assert_eq!(ActionKind::from_name(k.name()), Some(k));
     }
     assert_eq!(ActionKind::from_name("nope"), None);
+}
+
+/// Records built from a payload that borrows the event equal those built
+/// from one that owns its values (coerced values are owned).
+#[test]
+fn borrowed_and_owned_payloads_send_the_same_records() {
+    use crate::mapping::schema::{validate_entries, Mode};
+    use std::borrow::Cow;
+    let event = json!({
+        "event": "Order Completed", "insert_id": "not valid!", "time": 10_000,
+        "distinct_id": "u1", "anonymous_id": "a1", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36",
+        "library_name": "analytics.js", "utm_properties": {"utm_source": "news", "utm_term": null},
+        "userAgentData": {"mobile": false, "platform": "Linux"},
+        "context": {"integration": {"name": "Iterable"}},
+        "generatePurchaseEventPerProduct": true,
+        "event_properties": {"plan": "p", "$os": "mine", "time": 1, "revenue": 3},
+        "products": [{"sku": "a", "$insert_id": "x y"}, {}, {"sku": "b", "price": 2.5}]
+    });
+    let mut s = settings();
+    s.repair_insert_ids = true;
+    let ctx = Context {
+        settings: &s,
+        now_ms: 1_000,
+    };
+    for kind in [ActionKind::TrackEvent, ActionKind::TrackPurchase] {
+        let map = event.as_object().unwrap();
+        let borrowed = validate_entries(
+            kind.fields(),
+            map.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))),
+            Mode::Single,
+        )
+        .unwrap();
+        let owned = crate::mapping::schema::validate(kind.fields(), event.clone(), Mode::Single).unwrap();
+        let a = perform(kind, borrowed, &ctx).unwrap();
+        let b = perform(kind, owned, &ctx).unwrap();
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.len(), if kind == ActionKind::TrackPurchase { 4 } else { 1 });
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(record::encode(&x.data), record::encode(&y.data));
+            assert_eq!(x.data.to_value(), y.data.to_value());
+            let owned = x.clone().into_owned();
+            assert_eq!(record::encode(&owned.data), record::encode(&x.data));
+        }
+        let first = a[0].data.to_value();
+        assert_eq!(first["properties"]["$source"], json!("Iterable"));
+        assert_eq!(first["properties"]["$os"], json!("mine"));
+        assert_eq!(first["properties"]["utm_source"], json!("news"));
+        assert_eq!(first["properties"]["$platform"], json!("Linux"));
+        assert_eq!(first["properties"]["mp_lib"], json!("Segment Actions: analytics.js"));
+        assert!(properties::valid_insert_id(
+            first["properties"]["$insert_id"].as_str().unwrap()
+        ));
+    }
 }
