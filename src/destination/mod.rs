@@ -59,9 +59,19 @@ pub struct Subscription {
     /// The mapping, validated and compiled once (`mapping.source()` is the JSON).
     pub mapping: CompiledMapping,
     pub enabled: bool,
-    /// Where each of the mapping's root keys is among the action's fields
-    /// (guesses: a stale one only costs a search).
-    positions: Arc<[Option<usize>]>,
+    /// Where each of the mapping's root keys is among the action's fields.
+    positions: Arc<Positions>,
+}
+
+/// [`schema::field_positions`] of a mapping's root keys in an action's
+/// fields, with the mapping and action they are for: they are only used while
+/// the subscription still has both (the mapping held here cannot be freed and
+/// its address reused).
+#[derive(Debug)]
+struct Positions {
+    mapping: CompiledMapping,
+    action: ActionKind,
+    fields: Box<[Option<usize>]>,
 }
 
 /// A subscription that cannot run: its trigger or mapping is invalid.
@@ -103,7 +113,11 @@ impl Subscription {
 
     /// A subscription of parts already checked.
     pub fn new(name: String, trigger: Trigger, action: ActionKind, mapping: CompiledMapping, enabled: bool) -> Self {
-        let positions = schema::field_positions(action.fields(), mapping.root_keys()).into();
+        let positions = Arc::new(Positions {
+            mapping: mapping.clone(),
+            action,
+            fields: schema::field_positions(action.fields(), mapping.root_keys()),
+        });
         Subscription {
             name,
             trigger,
@@ -316,9 +330,17 @@ fn run_one<'a>(sub: &'a Subscription, event: &'a Value, mode: Mode, ctx: &Contex
     // Mappings are validated and compiled when subscriptions are loaded. The
     // payload borrows from the event what needs no coercion.
     let mut validator = schema::Validator::new(sub.action.fields(), mode);
-    let positions = &sub.positions;
-    match sub.mapping.resolve_each(event, |i, key, value| {
-        validator.push_at(i.and_then(|i| positions.get(i).copied().flatten()), &key, value)
+    let positions = Some(&sub.positions)
+        .filter(|p| p.action == sub.action && p.mapping.same(&sub.mapping))
+        .map(|p| &p.fields);
+    match sub.mapping.resolve_each(event, |i, key, value| match (positions, i) {
+        (Some(fields), Some(i)) => match fields.get(i) {
+            Some(Some(field)) => validator.push_at(*field, &key, value),
+            // Not one of the action's fields: dropped.
+            Some(None) => {}
+            None => validator.push(&key, value),
+        },
+        _ => validator.push(&key, value),
     }) {
         Ok(Ok(())) => {}
         Ok(Err(other)) => return failed(schema::not_an_object(&other).message),

@@ -184,3 +184,46 @@ fn patched_events_give_the_same_track_records() {
     assert!(with.len() > without.len(), "the identify sends records of its own");
     assert!(with.iter().any(|(endpoint, _)| *endpoint == Endpoint::Engage));
 }
+
+/// The fields found once per subscription for its mapping's keys give what
+/// searching the fields for each key gives: keys out of the fields' order, a
+/// key that is no field, and a replaced mapping (whose positions are stale).
+#[test]
+fn field_positions_agree_with_searching_the_fields() {
+    let configs = vec![SubscriptionConfig {
+        name: "custom".into(),
+        subscribe: "type = \"track\"".into(),
+        partner_action: "trackEvent".into(),
+        mapping: json!({
+            "time": {"@path": "$.timestamp"},
+            "not_a_field": {"@path": "$.event"},
+            "event_properties": {"@path": "$.properties"},
+            "distinct_id": {"@path": "$.userId"},
+            "event": {"@path": "$.event"},
+            "insert_id": {"@path": "$.messageId"}
+        }),
+        enabled: None,
+        id: None,
+    }];
+    let subscriptions = load_subscriptions(&configs).unwrap();
+    let fresh = Destination {
+        settings: Settings::new("tok"),
+        subscriptions,
+    };
+    let mut stale = fresh.clone();
+    stale.subscriptions[0].mapping = crate::mapping::kit::CompiledMapping::compile(&configs[0].mapping).unwrap();
+    let mut event = track("A", "m1");
+    event["properties"] = json!({"plan": "pro"});
+    let events = [event];
+    let a = fresh.process(&events, Mode::Single, 0);
+    let b = stale.process(&events, Mode::Single, 0);
+    assert_eq!(a, b);
+    let EventResult::Records(records) = &a.subscriptions[0].events[0].1 else {
+        panic!("{a:?}")
+    };
+    let sent = records[0].data.to_value();
+    assert_eq!(sent["event"], json!("A"));
+    assert_eq!(sent["properties"]["plan"], json!("pro"));
+    assert_eq!(sent["properties"]["$insert_id"], json!("m1"));
+    assert_eq!(sent["properties"]["time"], json!(1_609_459_200_000_i64));
+}

@@ -268,14 +268,11 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// [`Validator::push`] with where the key is expected among the fields
-    /// (see [`field_positions`]); a wrong or missing guess is searched for.
-    pub fn push_at(&mut self, guess: Option<usize>, key: &str, value: Cow<'a, Value>) {
-        let i = match guess {
-            Some(i) if self.fields.get(i).is_some_and(|f| f.key == key) => i,
-            _ => return self.push(key, value),
-        };
-        self.store(i, value);
+    /// [`Validator::push`] for the field at `position` in the fields (as
+    /// [`field_positions`] found it for `key`), without searching.
+    pub fn push_at(&mut self, position: usize, key: &str, value: Cow<'a, Value>) {
+        debug_assert!(self.fields.get(position).is_some_and(|f| f.key == key));
+        self.store(position, value);
     }
 
     fn store(&mut self, i: usize, value: Cow<'a, Value>) {

@@ -137,6 +137,9 @@ fn dayjs_parse(s: &str) -> Option<i64> {
 }
 
 fn dayjs_parse_text(s: &str) -> Option<i64> {
+    if let Some(ms) = iso_utc(s) {
+        return Some(ms);
+    }
     if !s.ends_with(['z', 'Z']) {
         if let Some(caps) = DAYJS_PATTERN.captures(s) {
             let field = |i: usize| caps.get(i).map(|m| m.as_str());
@@ -150,6 +153,61 @@ fn dayjs_parse_text(s: &str) -> Option<i64> {
         }
     }
     v8_parse_date(s)
+}
+
+/// The common case, read directly: `YYYY-MM-DDTHH:MM:SSZ` or
+/// `YYYY-MM-DDTHH:MM:SS.sssZ` (what Segment's libraries send) naming a real
+/// date and time of the years 1000 to 9999, which V8's parser reads as that
+/// UTC time. `None` for anything else (the full parser decides).
+fn iso_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let ms_digits = match b.len() {
+        20 => None,
+        24 if b.get(19) == Some(&b'.') => Some(20..23),
+        _ => return None,
+    };
+    let shape_ok = b.get(4) == Some(&b'-')
+        && b.get(7) == Some(&b'-')
+        && b.get(10) == Some(&b'T')
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':')
+        && b.last() == Some(&b'Z');
+    if !shape_ok {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        digits
+            .iter()
+            .try_fold(0i64, |n, d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = match ms_digits {
+        Some(range) => num(range)?,
+        None => 0,
+    };
+    let real = (1000..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=days_in_month(year, month)).contains(&day)
+        && hour <= 23
+        && minute <= 59
+        && second <= 59;
+    if !real {
+        return None;
+    }
+    let days = days_from_civil(year, month) + day - 1;
+    Some(days * MS_PER_DAY + make_time(hour, minute, second, ms))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// `Date.UTC(year, month - 1 || 0, day || 1, h || 0, m || 0, s || 0, ms.slice(0, 3))`.
@@ -1337,6 +1395,33 @@ mod tests {
             let _ = is_date_like(&s);
             if let Some(ms) = to_epoch_ms_str(&s) {
                 prop_assert!(ms.unsigned_abs() <= 8_640_000_000_000_000);
+            }
+        }
+
+        /// The direct read of the common ISO form gives what V8's parser
+        /// gives, and declines what is not a real date and time.
+        #[test]
+        fn iso_fast_path_agrees_with_the_parser(
+            y in 0i64..=10_999, mo in 0i64..=13, d in 0i64..=32,
+            h in 0i64..=25, mi in 0i64..=61, sec in 0i64..=61, ms in proptest::option::of(0i64..=999)
+        ) {
+            let text = match ms {
+                Some(ms) => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{ms:03}Z"),
+                None => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z"),
+            };
+            let fast = iso_utc(&text);
+            if let Some(value) = fast {
+                prop_assert_eq!(Some(value), v8_parse_date(&text), "{}", text);
+            }
+            let real = (1000..=9999).contains(&y) && (1..=12).contains(&mo) && d >= 1
+                && d <= days_in_month(y, mo) && h <= 23 && mi <= 59 && sec <= 59;
+            prop_assert_eq!(fast.is_some(), real, "{}", text);
+        }
+
+        #[test]
+        fn iso_fast_path_declines_other_shapes(s in "[0-9]{4}[-/][0-9]{2}[-/][0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,4})?[Zz]?") {
+            if let Some(value) = iso_utc(&s) {
+                prop_assert_eq!(Some(value), v8_parse_date(&s), "{}", s);
             }
         }
 

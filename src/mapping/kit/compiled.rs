@@ -179,6 +179,11 @@ impl CompiledMapping {
         }
     }
 
+    /// Whether `other` is a clone of this mapping (the same compiled form).
+    pub fn same(&self, other: &CompiledMapping) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The original mapping.
     pub fn source(&self) -> &Value {
         &self.inner.source

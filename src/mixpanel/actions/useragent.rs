@@ -103,9 +103,26 @@ pub fn browser_version(ua: &str, browser: &str) -> Option<String> {
         ANDROID_MOBILE => return first_version(ua, android_prefix_len),
         _ => return None,
     };
-    first_version(ua, |rest| {
-        prefixes.iter().find(|p| rest.starts_with(**p)).map(|p| p.len())
-    })
+    first_version_after(ua, prefixes)
+}
+
+/// [`first_version`] for a list of ASCII prefixes (no two of which match at
+/// one position), jumping from one occurrence of a prefix to the next
+/// instead of trying every position.
+fn first_version_after(ua: &str, prefixes: &[&str]) -> Option<String> {
+    let mut from = 0;
+    loop {
+        let rest = ua.get(from..)?;
+        let (at, len) = prefixes
+            .iter()
+            .filter_map(|p| rest.find(p).map(|i| (from + i, p.len())))
+            .min_by_key(|&(at, _)| at)?;
+        if let Some(version) = ua.get(at + len..).and_then(dotted_number) {
+            return Some(version.to_owned());
+        }
+        // The prefix starts with an ASCII byte: the next one starts a character.
+        from = at + 1;
+    }
 }
 
 /// `android` followed by one character of JavaScript's `\s`.
@@ -385,6 +402,19 @@ mod tests {
             if let Some(v) = browser_version(&ua, name) {
                 prop_assert!(v.contains('.'));
                 prop_assert!(ua.contains(v.as_str()));
+            }
+        }
+
+        /// Jumping between prefix occurrences finds what trying every
+        /// position finds.
+        #[test]
+        fn prefix_search_matches_the_scan(
+            ua in "(Chrome/|Edg/|Edge/|OPR/|Opera/|rv:|MSIE |UCWEB/|Version/|[0-9]{1,3}|\\.|\u{a0}|é| ){0,14}"
+        ) {
+            let lists: [&[&str]; 5] = [&["rv:"], &["Edge/", "Edg/"], &["Opera/", "OPR/"], &["rv:", "MSIE "], &["UCBrowser/", "UCWEB/"]];
+            for prefixes in lists {
+                let scan = first_version(&ua, |rest| prefixes.iter().find(|p| rest.starts_with(**p)).map(|p| p.len()));
+                prop_assert_eq!(first_version_after(&ua, prefixes), scan);
             }
         }
 
