@@ -183,7 +183,11 @@ pub fn encode(data: &RecordData<'_>) -> Arc<str> {
             return Arc::from(serde_json::to_string(data).unwrap_or_default());
         };
         buf.clear();
-        let text = match serde_json::to_writer(&mut *buf, data) {
+        let written = match data {
+            RecordData::Event { name, properties } => write_event(&mut buf, name, properties),
+            RecordData::Json(_) => serde_json::to_writer(&mut *buf, data),
+        };
+        let text = match written {
             // serde_json writes UTF-8 only.
             Ok(()) => std::str::from_utf8(&buf)
                 .map(Arc::from)
@@ -195,6 +199,50 @@ pub fn encode(data: &RecordData<'_>) -> Arc<str> {
         }
         text
     })
+}
+
+/// `{"event":name,"properties":{...}}` as serde_json writes it (compact),
+/// writing each string that needs no escape as it is: the event's keys and
+/// most of its values are such text, and checking a string costs less than
+/// escaping it.
+fn write_event(buf: &mut Vec<u8>, name: &Value, properties: &Props<'_>) -> serde_json::Result<()> {
+    buf.extend_from_slice(b"{\"event\":");
+    write_value(buf, name)?;
+    buf.extend_from_slice(b",\"properties\":{");
+    for (i, (key, value)) in properties.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, key)?;
+        buf.push(b':');
+        write_value(buf, value)?;
+    }
+    buf.extend_from_slice(b"}}");
+    Ok(())
+}
+
+fn write_value(buf: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
+    match value {
+        Value::String(s) => write_str(buf, s),
+        other => serde_json::to_writer(&mut *buf, other),
+    }
+}
+
+/// A JSON string: as it is when no byte needs escaping (serde_json escapes
+/// only `"`, `\` and control characters), else by serde_json.
+fn write_str(buf: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    // Without an early exit, the check runs over whole words.
+    let escapes = s
+        .bytes()
+        .fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if escapes {
+        return serde_json::to_writer(&mut *buf, s);
+    }
+    buf.reserve(s.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(b'"');
+    Ok(())
 }
 
 struct PropsJson<'p, 'a>(&'p Props<'a>);
@@ -240,5 +288,26 @@ mod tests {
             assert_eq!(&*encode(data), serde_json::to_string(data).unwrap());
         }
         BUFFER.with(|cell| assert!(cell.borrow().capacity() <= KEPT_BUFFER_BYTES));
+    }
+
+    proptest::proptest! {
+        /// Events are written exactly as serde_json writes them, whatever
+        /// their keys and strings hold.
+        #[test]
+        fn events_are_written_as_serde_json_writes_them(
+            name in proptest::prelude::any::<String>(),
+            members in proptest::collection::vec((proptest::prelude::any::<String>(), "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é/ ]{0,12}", proptest::prelude::any::<i32>()), 0..8),
+        ) {
+            let nested = json!({"k\n": ["\u{1}", 1.5, null, {"q\"": true}]});
+            let mut properties = props_with_capacity(members.len());
+            for (key, text, n) in &members {
+                properties.insert(Cow::Borrowed(key.as_str()), Cow::Owned(Value::String(text.clone())));
+                properties.insert(Cow::Owned(format!("{key}#")), Cow::Owned(json!(n)));
+            }
+            properties.insert("nested".into(), Cow::Borrowed(&nested));
+            let event = RecordData::Event { name: Cow::Owned(Value::String(name)), properties };
+            proptest::prop_assert_eq!(&*encode(&event), serde_json::to_string(&event).unwrap());
+            proptest::prop_assert_eq!(&*encode(&event), serde_json::to_string(&event.to_value()).unwrap());
+        }
     }
 }
