@@ -231,11 +231,7 @@ fn write_value(buf: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
 /// A JSON string: as it is when no byte needs escaping (serde_json escapes
 /// only `"`, `\` and control characters), else by serde_json.
 fn write_str(buf: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    // Without an early exit, the check runs over whole words.
-    let escapes = s
-        .bytes()
-        .fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if escapes {
+    if needs_escape(s.as_bytes()) {
         return serde_json::to_writer(&mut *buf, s);
     }
     buf.reserve(s.len() + 2);
@@ -243,6 +239,28 @@ fn write_str(buf: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     buf.extend_from_slice(s.as_bytes());
     buf.push(b'"');
     Ok(())
+}
+
+/// Whether a byte of `bytes` is `"`, `\` or below 0x20, checked eight bytes
+/// at a time (exact for any byte values).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `w` is zero / below `n` (n <= 0x80): the high bit of that byte
+    // in the result is set for the first such byte, so the whole word is
+    // non-zero exactly when one exists.
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(word);
+        if below(w, 0x20) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 struct PropsJson<'p, 'a>(&'p Props<'a>);
@@ -291,12 +309,22 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The word-at-a-time check finds what a byte-at-a-time check finds.
+        #[test]
+        fn escape_check_is_exact(bytes in proptest::collection::vec(
+            proptest::prop_oneof![8 => 0x23u8..=0x5B, 8 => 0x5Du8..=0xFF, 1 => proptest::prelude::any::<u8>()],
+            0..40,
+        )) {
+            let expected = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            proptest::prop_assert_eq!(needs_escape(&bytes), expected);
+        }
+
         /// Events are written exactly as serde_json writes them, whatever
         /// their keys and strings hold.
         #[test]
         fn events_are_written_as_serde_json_writes_them(
             name in proptest::prelude::any::<String>(),
-            members in proptest::collection::vec((proptest::prelude::any::<String>(), "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é/ ]{0,12}", proptest::prelude::any::<i32>()), 0..8),
+            members in proptest::collection::vec((proptest::prelude::any::<String>(), "[a-z\"\\\\\u{0}-\u{1f}\u{7f}-\u{ff}é/ ]{0,40}", proptest::prelude::any::<i32>()), 0..8),
         ) {
             let nested = json!({"k\n": ["\u{1}", 1.5, null, {"q\"": true}]});
             let mut properties = props_with_capacity(members.len());
