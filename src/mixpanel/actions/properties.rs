@@ -2,6 +2,8 @@
 //! shared event fields, in the reference's order.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use serde_json::Value;
@@ -114,10 +116,91 @@ fn member_of<'a>(value: Option<&Cow<'a, Value>>, key: &str) -> Option<Cow<'a, Va
     }
 }
 
+/// Every key [`event_properties`] sets itself; each is set at most once.
+const EVENT_KEYS: [&str; 55] = [
+    "time",
+    "ip",
+    "id",
+    "$anon_id",
+    "distinct_id",
+    "$app_build_number",
+    "$app_version_string",
+    "$app_namespace",
+    "$app_name",
+    "$browser",
+    "$browser_version",
+    "$bluetooth_enabled",
+    "$cellular_enabled",
+    "$carrier",
+    "$current_url",
+    "$device",
+    "$device_id",
+    "$device_type",
+    "$device_name",
+    "$group_id",
+    "$identified_id",
+    "$insert_id",
+    "$ios_ifa",
+    "$lib_version",
+    "$locale",
+    "$manufacturer",
+    "$model",
+    "$os",
+    "$os_version",
+    "$referrer",
+    "$screen_height",
+    "$screen_width",
+    "$screen_density",
+    "$source",
+    "$user_id",
+    "$wifi_enabled",
+    "mp_country_code",
+    "mp_lib",
+    "segment_source_name",
+    "utm_campaign",
+    "utm_content",
+    "utm_medium",
+    "utm_source",
+    "utm_term",
+    "advertising_id",
+    "ad_tracking_enabled",
+    "timezone",
+    "app_platform",
+    "event_original_name",
+    "$mobile",
+    "$platform",
+    "$bitness",
+    "$platformVersion",
+    "$uaFullVersion",
+    "$wow64",
+];
+
+/// [`EVENT_KEYS`] as a set (a fixed seed: the keys are constants).
+static EVENT_KEY_SET: LazyLock<HashSet<&'static str, foldhash::fast::FixedState>> =
+    LazyLock::new(|| EVENT_KEYS.into_iter().collect());
+
+/// Appends one of [`EVENT_KEYS`]: [`event_properties`] sets each once, before
+/// the user's properties, so it is new.
+fn push_static<'a>(props: &mut Props<'a>, key: &'static str, value: Cow<'a, Value>) {
+    debug_assert!(EVENT_KEYS.contains(&key), "{key} is not listed in EVENT_KEYS");
+    props.push_new(Cow::Borrowed(key), value);
+}
+
+/// Adds one of the user's `event_properties`. Their keys are those of one
+/// JSON object (each once), so only one of [`EVENT_KEYS`] can be present
+/// already: it is replaced in place, any other key appended.
+fn push_user<'a>(props: &mut Props<'a>, key: Cow<'a, str>, value: Cow<'a, Value>) {
+    if EVENT_KEY_SET.contains(key.as_ref()) {
+        props.insert(key, value);
+    } else {
+        props.push_new(key, value);
+    }
+}
+
 /// Inserts `key` only when the value is defined (JSON.stringify drops undefined).
 fn put<'a>(props: &mut Props<'a>, key: &'static str, value: Option<&Cow<'a, Value>>) {
     if let Some(v) = value {
-        props.insert(Cow::Borrowed(key), share(v));
+        push_static(props, key, share(v));
     }
 }
 
@@ -202,12 +285,13 @@ fn event_properties<'a>(
 ) -> Props<'a> {
     let e = EventFields::of(payload);
     let mut p = props_with_capacity(64);
-    p.insert("time".into(), Cow::Owned(Value::from(time_ms)));
+    push_static(&mut p, "time", Cow::Owned(Value::from(time_ms)));
     put(&mut p, "ip", e.ip);
     put(&mut p, "id", e.distinct_id);
     put(&mut p, "$anon_id", e.anonymous_id);
-    p.insert(
-        "distinct_id".into(),
+    push_static(
+        &mut p,
+        "distinct_id",
         e.distinct_id.map(share).unwrap_or_else(|| text("")),
     );
     put(&mut p, "$app_build_number", e.app_build);
@@ -216,9 +300,9 @@ fn event_properties<'a>(
     put(&mut p, "$app_name", e.app_name);
     if let Some(Value::String(ua)) = e.user_agent.map(|v| &**v).filter(|v| truthy(Some(v))) {
         let browser = useragent::browser(ua);
-        p.insert("$browser".into(), text(browser));
+        push_static(&mut p, "$browser", text(browser));
         if let Some(version) = useragent::browser_version(ua, browser) {
-            p.insert("$browser_version".into(), Cow::Owned(Value::String(version)));
+            push_static(&mut p, "$browser_version", Cow::Owned(Value::String(version)));
         }
     }
     put(&mut p, "$bluetooth_enabled", e.bluetooth);
@@ -231,7 +315,7 @@ fn event_properties<'a>(
     put(&mut p, "$device_name", e.device_name);
     put(&mut p, "$group_id", e.group_id);
     put(&mut p, "$identified_id", e.user_id);
-    p.insert("$insert_id".into(), insert_id);
+    push_static(&mut p, "$insert_id", insert_id);
     put(&mut p, "$ios_ifa", e.idfa);
     put(&mut p, "$lib_version", e.library_version);
     put(&mut p, "$locale", e.language);
@@ -250,14 +334,15 @@ fn event_properties<'a>(
         .and_then(Value::as_str)
         == Some("Iterable");
     let source: &'static Value = if iterable { &SOURCE_ITERABLE } else { &SOURCE_SEGMENT };
-    p.insert("$source".into(), Cow::Borrowed(source));
+    push_static(&mut p, "$source", Cow::Borrowed(source));
     put(&mut p, "$user_id", e.user_id);
     put(&mut p, "$wifi_enabled", e.wifi);
     put(&mut p, "mp_country_code", e.country);
     match e.library_name.map(|v| &**v) {
         Some(Value::String(name)) if !name.is_empty() => {
-            p.insert(
-                "mp_lib".into(),
+            push_static(
+                &mut p,
+                "mp_lib",
                 Cow::Owned(Value::String(format!("Segment Actions: {name}"))),
             );
         }
@@ -265,7 +350,7 @@ fn event_properties<'a>(
         None => {}
     }
     if let Some(name) = &ctx.settings.source_name {
-        p.insert("segment_source_name".into(), text(name));
+        push_static(&mut p, "segment_source_name", text(name));
     }
     let utm = e.utm_properties.filter(|u| u.is_object());
     for key in ["utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term"] {
@@ -291,14 +376,14 @@ fn event_properties<'a>(
         Some(Cow::Owned(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(Cow::Owned(key), Cow::Owned(value));
+                    push_user(&mut p, Cow::Owned(key), Cow::Owned(value));
                 }
             }
         }
         Some(Cow::Borrowed(Value::Object(props))) => {
             for (key, value) in props {
                 if !PROTECTED_KEYS.contains(&key.as_str()) {
-                    p.insert(Cow::Borrowed(key.as_str()), Cow::Borrowed(value));
+                    push_user(&mut p, Cow::Borrowed(key.as_str()), Cow::Borrowed(value));
                 }
             }
         }
@@ -360,13 +445,33 @@ pub(super) fn track_purchase<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) ->
         };
         // Only what the products inherit is copied (not the order's own
         // `products`), and the last product takes the copy itself.
-        let mut inherited = props_with_capacity(order_props.len());
+        let mut inherited = props_with_capacity(order_props.len() + 2);
         for (k, v) in order_props
             .iter()
             .filter(|(k, _)| !ORDER_ONLY_KEYS.contains(&k.as_ref()))
         {
-            inherited.insert(k.clone(), v.clone());
+            inherited.push_new(k.clone(), v.clone());
         }
+        // Where each inherited key is: a product's fields (each key once)
+        // replace those in place, and the others are appended.
+        let mut at: HashMap<&str, usize, foldhash::fast::RandomState> = order_props
+            .iter()
+            .map(|(k, _)| k.as_ref())
+            .filter(|k| !ORDER_ONLY_KEYS.contains(k))
+            .enumerate()
+            .map(|(i, k)| (k, i))
+            .collect();
+        // `$insert_id` and `time` are set per product (the order always has
+        // them: this only keeps the products whole if it did not).
+        let mut position_of = |key: &'static str| match at.get(key) {
+            Some(&i) => i,
+            None => {
+                inherited.push_new(Cow::Borrowed(key), Cow::Owned(Value::Null));
+                at.insert(key, inherited.len() - 1);
+                inherited.len() - 1
+            }
+        };
+        let (insert_id_at, time_at) = (position_of("$insert_id"), position_of("time"));
         let last = count.saturating_sub(1);
         let mut product_event = |i: usize, fields: ProductFields<'a>| {
             let mut props = if i == last {
@@ -374,18 +479,22 @@ pub(super) fn track_purchase<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) ->
             } else {
                 inherited.clone()
             };
-            props.insert("$insert_id".into(), Cow::Owned(Value::String(format!("{i}{base_id}"))));
+            props.set(insert_id_at, Cow::Owned(Value::String(format!("{i}{base_id}"))));
             let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
-            props.insert("time".into(), Cow::Owned(Value::from(time.saturating_sub(offset))));
+            props.set(time_at, Cow::Owned(Value::from(time.saturating_sub(offset))));
+            let mut field = |key: Cow<'a, str>, value: Cow<'a, Value>| match at.get(key.as_ref()) {
+                Some(&i) => props.set(i, value),
+                None => props.push_new(key, value),
+            };
             match fields {
                 ProductFields::Borrowed(fields) => {
                     for (k, v) in fields {
-                        props.insert(Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
+                        field(Cow::Borrowed(k.as_str()), Cow::Borrowed(v));
                     }
                 }
                 ProductFields::Owned(fields) => {
                     for (k, v) in fields {
-                        props.insert(Cow::Owned(k), Cow::Owned(v));
+                        field(Cow::Owned(k), Cow::Owned(v));
                     }
                 }
                 ProductFields::None => {}
@@ -393,7 +502,7 @@ pub(super) fn track_purchase<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) ->
             // The repair looks at the id as sent: after the index prefix, or
             // the product's own `$insert_id` (its keys override).
             if ctx.settings.repair_insert_ids {
-                if let Some(id) = props.get_mut("$insert_id") {
+                if let Some(id) = props.value_mut(insert_id_at) {
                     *id = sent_insert_id(std::mem::replace(id, Cow::Owned(Value::Null)), ctx);
                 }
             }

@@ -1,29 +1,99 @@
 //! A record's data as the actions build it: any JSON, or a Mixpanel event kept
-//! as its name and an ordered property map. Events are most of the traffic and
+//! as its name and an ordered property list. Events are most of the traffic and
 //! carry about sixty properties: building them as [`Props`] (keys and values
-//! borrowed from the event where they are its own, a fast hash) and serializing
-//! that straight to JSON costs no copy of the event's strings and no second
-//! tree, where a `serde_json::Map` copies every key and value and hashes each
-//! key with SipHash.
+//! borrowed from the event where they are its own, constant keys appended
+//! without a lookup) and writing that straight to JSON costs no copy of the
+//! event's strings and no second tree, where a `serde_json::Map` copies every
+//! key and value and hashes each key with SipHash.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// An event's properties in insertion order, with `serde_json::Map`'s
-/// semantics (inserting a present key replaces its value in place). Keys
-/// are hashed with foldhash's per-process random seed: they come from senders.
-/// Keys and values are borrowed from the event (or the mapping) when they are
-/// copied from it unchanged.
-pub type Props<'a> = IndexMap<Cow<'a, str>, Cow<'a, Value>, foldhash::fast::RandomState>;
+/// An event's properties in insertion order, each key once. Keys and values
+/// are borrowed from the event (or the mapping) when they are copied from it
+/// unchanged.
+///
+/// [`Props::insert`] has `serde_json::Map`'s semantics (a present key's value
+/// is replaced in place) and searches the list; builders append keys they know
+/// to be new with [`Props::push_new`], and look many keys up through an index
+/// of their own (see trackPurchase), so no event costs a search per property.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Props<'a> {
+    entries: Vec<(Cow<'a, str>, Cow<'a, Value>)>,
+}
 
 /// An empty [`Props`] with room for `capacity` properties.
 pub fn props_with_capacity<'a>(capacity: usize) -> Props<'a> {
-    IndexMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
+    Props {
+        entries: Vec::with_capacity(capacity),
+    }
+}
+
+impl<'a> Props<'a> {
+    /// Appends a property whose key is not in the list (the caller knows it:
+    /// checked in debug builds).
+    pub fn push_new(&mut self, key: Cow<'a, str>, value: Cow<'a, Value>) {
+        debug_assert!(self.position(&key).is_none(), "{key} is already a property");
+        self.entries.push((key, value));
+    }
+
+    /// Sets `key`: in place when present, else appended.
+    pub fn insert(&mut self, key: Cow<'a, str>, value: Cow<'a, Value>) {
+        match self.position(&key) {
+            Some(i) => self.set(i, value),
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Replaces the value of the property at `index` (nothing if there is none).
+    pub fn set(&mut self, index: usize, value: Cow<'a, Value>) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.1 = value;
+        }
+    }
+
+    /// Where `key` is in the list.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| k == key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key).and_then(|i| self.entries.get(i)).map(|(_, v)| &**v)
+    }
+
+    /// The value at `index`, to change it.
+    pub fn value_mut(&mut self, index: usize) -> Option<&mut Cow<'a, Value>> {
+        self.entries.get_mut(index).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Cow<'a, str>, &Cow<'a, Value>)> + '_ {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.entries.iter().map(|(_, v)| &**v)
+    }
+}
+
+impl<'a> IntoIterator for Props<'a> {
+    type Item = (Cow<'a, str>, Cow<'a, Value>);
+    type IntoIter = std::vec::IntoIter<(Cow<'a, str>, Cow<'a, Value>)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
 }
 
 /// What a record sends: serialized as the JSON object it stands for.
@@ -92,10 +162,12 @@ impl<'a> RecordData<'a> {
             RecordData::Json(v) => RecordData::Json(v),
             RecordData::Event { name, properties } => RecordData::Event {
                 name: Cow::Owned(name.into_owned()),
-                properties: properties
-                    .into_iter()
-                    .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
-                    .collect(),
+                properties: Props {
+                    entries: properties
+                        .into_iter()
+                        .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                        .collect(),
+                },
             },
         }
     }
@@ -140,7 +212,7 @@ impl<'a> PropertiesView<'a> {
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         match self {
             PropertiesView::Json(m) => m.get(key),
-            PropertiesView::Props(p) => p.get(key).map(|v| &**v),
+            PropertiesView::Props(p) => p.get(key),
         }
     }
 
@@ -148,7 +220,7 @@ impl<'a> PropertiesView<'a> {
     pub fn values(&self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
         match *self {
             PropertiesView::Json(m) => Box::new(m.values()),
-            PropertiesView::Props(p) => Box::new(p.values().map(|v| &**v)),
+            PropertiesView::Props(p) => Box::new(p.values()),
         }
     }
 }

@@ -248,3 +248,85 @@ fn borrowed_and_owned_payloads_send_the_same_records() {
         ));
     }
 }
+
+/// The event's properties as `serde_json::Map` inserts would build them:
+/// the user's properties over the computed ones, and each product's fields
+/// over what it inherits (in place when present, else appended).
+mod property_merging {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 12] = [
+        "$os",
+        "time",
+        "id",
+        "revenue",
+        "coupon",
+        "sku",
+        "price",
+        "plan",
+        "$insert_id",
+        "utm_source",
+        "x",
+        "$browser",
+    ];
+
+    fn object(keys: Vec<(usize, i32)>) -> Map<String, Value> {
+        keys.into_iter()
+            .map(|(k, n)| (KEYS[k % KEYS.len()].to_owned(), json!(n)))
+            .collect()
+    }
+
+    fn text_of(props: &Map<String, Value>) -> String {
+        serde_json::to_string(props).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn user_and_product_properties_merge_like_json_objects(
+            user in proptest::collection::vec((0usize..12, any::<i32>()), 0..8),
+            products in proptest::collection::vec(proptest::collection::vec((0usize..12, any::<i32>()), 0..6), 1..4),
+        ) {
+            let user = object(user);
+            let products: Vec<Map<String, Value>> = products.into_iter().map(object).collect();
+            let base_event = json!({"event": "O", "insert_id": "m", "time": 10_000, "distinct_id": "u",
+                "os_name": "Linux", "utm_properties": {"utm_source": "news"}});
+            let mut event = base_event.clone();
+            event["event_properties"] = Value::Object(user.clone());
+            event["generatePurchaseEventPerProduct"] = json!(true);
+            event["products"] = json!(products);
+            let sent = run(ActionKind::TrackPurchase, event).unwrap();
+            let base = run(ActionKind::TrackPurchase, base_event).unwrap();
+            let Value::Object(mut order) = base[0].data.to_value()["properties"].take() else { panic!() };
+            for (k, v) in &user {
+                if !["time", "id", "$anon_id", "distinct_id", "$group_id", "$insert_id", "$user_id"].contains(&k.as_str()) {
+                    order.insert(k.clone(), v.clone());
+                }
+            }
+            prop_assert_eq!(sent.len(), 1 + products.len());
+            // The text sent, so a repeated key would show.
+            let wire = |i: usize, name: &str, props: &Map<String, Value>| {
+                prop_assert_eq!(
+                    &*record::encode(&sent[i].data),
+                    format!("{{\"event\":\"{name}\",\"properties\":{}}}", text_of(props))
+                );
+                Ok(())
+            };
+            wire(0, "O", &order)?;
+            for (i, product) in products.iter().enumerate() {
+                let mut expected: Map<String, Value> = order
+                    .iter()
+                    .filter(|(k, _)| !["affiliation", "subtotal", "total", "revenue", "shipping", "tax", "discount",
+                        "coupon", "currency", "order_number", "products"].contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                expected.insert("$insert_id".into(), json!(format!("{i}m")));
+                expected.insert("time".into(), json!(10_000 - 1 - i as i64));
+                for (k, v) in product {
+                    expected.insert(k.clone(), v.clone());
+                }
+                wire(i + 1, "Product Purchased", &expected)?;
+            }
+        }
+    }
+}
