@@ -147,15 +147,22 @@ impl Request {
 
 /// The `Authorization` header value for `/import`.
 pub fn import_authorization(settings: &Settings) -> String {
-    let credential = match &settings.import_auth {
+    let (user, password) = match &settings.import_auth {
         ImportAuth::SecretOrToken => match &settings.api_secret {
-            Some(secret) => format!("{}:", secret.expose_secret()),
-            None => format!("{}:", settings.token()),
+            Some(secret) => (secret.expose_secret(), ""),
+            None => (settings.token(), ""),
         },
-        ImportAuth::ProjectToken => format!("{}:", settings.token()),
-        ImportAuth::ServiceAccount { username, secret, .. } => format!("{username}:{}", secret.expose_secret()),
+        ImportAuth::ProjectToken => (settings.token(), ""),
+        ImportAuth::ServiceAccount { username, secret, .. } => (username.as_str(), secret.expose_secret()),
     };
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credential))
+    let mut credential = Vec::with_capacity(user.len() + 1 + password.len());
+    credential.extend_from_slice(user.as_bytes());
+    credential.push(b':');
+    credential.extend_from_slice(password.as_bytes());
+    let mut header = String::with_capacity(6 + credential.len().div_ceil(3) * 4);
+    header.push_str("Basic ");
+    base64::engine::general_purpose::STANDARD.encode_string(&credential, &mut header);
+    header
 }
 
 /// Builds the `/import` request for `events`.

@@ -323,16 +323,20 @@ fn needs_escape(bytes: &[u8]) -> bool {
     // non-zero exactly when one exists.
     let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
+    let flagged =
+        |w: u64| below(w, 0x20) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0;
+    let word_at = |at: usize| {
         let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_ne_bytes(word);
-        if below(w, 0x20) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0 {
-            return true;
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            word.copy_from_slice(chunk);
         }
+        u64::from_ne_bytes(word)
+    };
+    if bytes.len() < 8 {
+        return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // Whole words, then the last eight bytes (overlapping the words before).
+    (0..bytes.len() / 8).any(|i| flagged(word_at(i * 8))) || flagged(word_at(bytes.len() - 8))
 }
 
 struct PropsJson<'p, 'a>(&'p Props<'a>);
