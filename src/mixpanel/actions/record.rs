@@ -35,9 +35,12 @@ pub fn props_with_capacity<'a>(capacity: usize) -> Props<'a> {
 
 impl<'a> Props<'a> {
     /// Appends a property whose key is not in the list (the caller knows it:
-    /// checked in debug builds).
+    /// checked in debug builds, while the list is short enough to search).
     pub fn push_new(&mut self, key: Cow<'a, str>, value: Cow<'a, Value>) {
-        debug_assert!(self.position(&key).is_none(), "{key} is already a property");
+        debug_assert!(
+            self.entries.len() > 256 || self.position(&key).is_none(),
+            "{key} is already a property"
+        );
         self.entries.push((key, value));
     }
 
