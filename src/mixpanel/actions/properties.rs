@@ -508,25 +508,8 @@ pub(super) fn track_purchase<'a>(mut payload: Payload<'a>, ctx: &Context<'_>) ->
             }
             mixpanel_event(text("Product Purchased"), props)
         };
-        match products {
-            Products::Borrowed(items) => {
-                for (i, product) in items.iter().enumerate() {
-                    let fields = match product {
-                        Value::Object(fields) => ProductFields::Borrowed(fields),
-                        _ => ProductFields::None,
-                    };
-                    events.push(product_event(i, fields));
-                }
-            }
-            Products::Owned(items) => {
-                for (i, product) in items.into_iter().enumerate() {
-                    let fields = match product {
-                        Value::Object(fields) => ProductFields::Owned(fields),
-                        _ => ProductFields::None,
-                    };
-                    events.push(product_event(i, fields));
-                }
-            }
+        for (i, fields) in products.into_fields().into_iter().enumerate() {
+            events.push(product_event(i, fields));
         }
     }
     events.insert(0, mixpanel_event(event_name(payload), order_props));
@@ -540,11 +523,31 @@ enum Products<'a> {
     Owned(Vec<Value>),
 }
 
-impl Products<'_> {
+impl<'a> Products<'a> {
     fn len(&self) -> usize {
         match self {
             Products::Borrowed(items) => items.len(),
             Products::Owned(items) => items.len(),
+        }
+    }
+
+    /// Each product's fields, in order.
+    fn into_fields(self) -> Vec<ProductFields<'a>> {
+        match self {
+            Products::Borrowed(items) => items
+                .iter()
+                .map(|product| match product {
+                    Value::Object(fields) => ProductFields::Borrowed(fields),
+                    _ => ProductFields::None,
+                })
+                .collect(),
+            Products::Owned(items) => items
+                .into_iter()
+                .map(|product| match product {
+                    Value::Object(fields) => ProductFields::Owned(fields),
+                    _ => ProductFields::None,
+                })
+                .collect(),
         }
     }
 }
