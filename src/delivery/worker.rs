@@ -795,6 +795,13 @@ impl Worker {
             pause.max(p.tally.retry_after.unwrap_or_default()) + Duration::from_millis((jitter * 50.0) as u64)
         };
         st.next_attempt_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        if p.tally.hard_failure {
+            // The last attempt comes when the event reaches `max_age`, not a
+            // whole backoff step after: an event expires close to its age.
+            let max_age_ms = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+            let expires_ms = st.first_failure_ms.saturating_add(max_age_ms);
+            st.next_attempt_ms = st.next_attempt_ms.min(expires_ms.max(now));
+        }
         p.next_attempt_ms = st.next_attempt_ms;
         self.retries.push((p.id, st.clone()));
         p.state = Some(st);
