@@ -5,7 +5,7 @@
 //! validate] -> [action] -> records`, per subscription, in subscription order.
 //! The result ([`Outcome`]) keeps records grouped per subscription and per event so
 //! that preview, synchronous delivery and the spool can each build the requests
-//! they need ([`Outcome::requests`] builds the reference's). No I/O, no panics.
+//! they need ([`Outcome::into_requests`] builds the reference's). No I/O, no panics.
 
 mod presets;
 

@@ -263,7 +263,7 @@ pub fn encode(data: &RecordData<'_>) -> Arc<str> {
             RecordData::Json(_) => serde_json::to_writer(&mut *buf, data),
         };
         let text = match written {
-            // serde_json writes UTF-8 only.
+            // Only UTF-8 is written (text copied from `str`s, and serde_json's).
             Ok(()) => std::str::from_utf8(&buf)
                 .map(Arc::from)
                 .unwrap_or_else(|_| Arc::from("")),
