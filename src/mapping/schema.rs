@@ -227,7 +227,7 @@ pub fn validate_entries<'a, K: AsRef<str>>(
 }
 
 /// For each of `keys`, the index of its field in `fields` (`None` for a key
-/// that is no field): the guesses [`Validator::push_at`] takes.
+/// that is no field): the positions [`Validator::push_at`] takes.
 pub fn field_positions<'k>(fields: &[Field], keys: impl IntoIterator<Item = &'k str>) -> Box<[Option<usize>]> {
     keys.into_iter()
         .map(|key| fields.iter().position(|f| f.key == key))
