@@ -34,7 +34,7 @@ pub struct Payload<'a> {
 
 impl<'a> Payload<'a> {
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_ref())
+        self.get_cow(key).map(|v| v.as_ref())
     }
 
     /// A field's value as the payload holds it: borrowed from the event (or
@@ -56,13 +56,9 @@ impl<'a> Payload<'a> {
         }
     }
 
-    /// The fields present, each key once (in schema order until a `remove`).
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> + '_ {
-        self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
-    }
-
-    /// [`Payload::iter`], with the values as the payload holds them.
-    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &Cow<'a, Value>)> + '_ {
+    /// The fields present, each key once (in schema order until a `remove`),
+    /// with the values as the payload holds them (borrowed or coerced).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Cow<'a, Value>)> + '_ {
         self.entries.iter().map(|(k, v)| (*k, v))
     }
 

@@ -220,7 +220,7 @@ macro_rules! event_fields {
         impl<'p, 'a> EventFields<'p, 'a> {
             fn of(payload: &'p Payload<'a>) -> EventFields<'p, 'a> {
                 let mut fields = EventFields::default();
-                for (key, value) in payload.entries() {
+                for (key, value) in payload.iter() {
                     let slot = match key {
                         $($key => &mut fields.$name,)*
                         _ => continue,
